@@ -1,0 +1,46 @@
+# Every dependency comes from Debian on the reference machine; a missing one names its package.
+
+function(libsd_require found pkg what)
+  if(NOT ${found})
+    message(FATAL_ERROR "libsd: ${what} not found. On Debian/Ubuntu: sudo apt-get install ${pkg}")
+  endif()
+endfunction()
+
+find_package(Torch QUIET)
+libsd_require(Torch_FOUND "libtorch-dev libopenblas0-openmp"
+  "LibTorch (or pass -DCMAKE_PREFIX_PATH=/path/to/libtorch for another build, e.g. a CUDA one)")
+# TorchConfig puts its ABI flag in TORCH_CXX_FLAGS; keep it per target, not global.
+separate_arguments(LIBSD_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+
+# Does this LibTorch have CUDA? CUDA-only sources compile only then.
+set(LIBSD_WITH_CUDA OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
+  set(LIBSD_WITH_CUDA ON)
+endif()
+message(STATUS "libsd: LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}, CUDA: ${LIBSD_WITH_CUDA}")
+
+find_package(nlohmann_json 3 QUIET)
+libsd_require(nlohmann_json_FOUND nlohmann-json3-dev "nlohmann_json")
+
+find_path(STB_INCLUDE_DIR NAMES stb_image_write.h PATH_SUFFIXES stb)
+libsd_require(STB_INCLUDE_DIR libstb-dev "stb_image_write.h")
+
+find_package(Threads REQUIRED)
+
+if(LIBSD_BUILD_TOOLS OR LIBSD_BUILD_BENCH)
+  find_package(CLI11 QUIET)
+  libsd_require(CLI11_FOUND libcli11-dev "CLI11")
+endif()
+
+if(LIBSD_BUILD_TESTS)
+  find_package(Catch2 QUIET)
+  libsd_require(Catch2_FOUND catch2 "Catch2")
+endif()
+
+# OpenBLAS with OpenMP is what makes Debian's LibTorch fast; warn (not fail) at configure time,
+# the library checks again at run time.
+file(GLOB LIBSD_OPENBLAS_OPENMP "/usr/lib/*/openblas-openmp/libopenblas.so.0")
+if(NOT LIBSD_OPENBLAS_OPENMP AND TORCH_INSTALL_PREFIX STREQUAL "/usr")
+  message(WARNING "libsd: libopenblas0-openmp is not installed: matrix products will be ~50x slower. "
+                  "sudo apt-get install libopenblas0-openmp")
+endif()

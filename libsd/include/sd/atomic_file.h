@@ -1,0 +1,16 @@
+#pragma once
+// Files that are either complete or absent: everything libsd and its tools write goes through here.
+#include <filesystem>
+#include <functional>
+#include <ostream>
+#include <string_view>
+
+namespace sd {
+
+// Calls `write` with a stream to a temporary file in the same folder, flushes and closes it, then
+// renames it over `path`. If `write` throws or the stream fails, the temporary file is removed and
+// `path` is left untouched; the error names `path`.
+void write_file_atomic(const std::filesystem::path& path, const std::function<void(std::ostream&)>& write);
+void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
+
+}  // namespace sd

@@ -1,0 +1,71 @@
+#include "golden.h"
+
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <sstream>
+
+namespace golden {
+
+std::filesystem::path dir() { return std::filesystem::path(LIBSD_GOLDEN_DIR); }
+
+const nlohmann::json& manifest() {
+  static const nlohmann::json m = [] {
+    std::ifstream in(dir() / "manifest.json");
+    if (!in) throw std::runtime_error("cannot open " + (dir() / "manifest.json").string());
+    return nlohmann::json::parse(in);
+  }();
+  return m;
+}
+
+const nlohmann::json& find_case(const std::string& name) {
+  for (const auto& c : manifest()["cases"]) {
+    if (c["name"] == name) return c;
+  }
+  throw std::runtime_error("golden case not in manifest: " + name);
+}
+
+std::vector<nlohmann::json> cases_of_kind(const std::string& kind) {
+  std::vector<nlohmann::json> out;
+  for (const auto& c : manifest()["cases"]) {
+    if (c["kind"] == kind) out.push_back(c);
+  }
+  return out;
+}
+
+sd::StateDict load_case(const std::string& name) { return sd::load_safetensors(dir() / (name + ".safetensors")); }
+
+Tolerance tolerance_of(const nlohmann::json& entry, const char* key) {
+  Tolerance t;
+  if (entry.contains(key)) {
+    t.atol = entry[key].value("atol", t.atol);
+    t.rtol = entry[key].value("rtol", t.rtol);
+  }
+  return t;
+}
+
+std::string Comparison::describe() const {
+  std::ostringstream s;
+  s << "max_abs=" << max_abs << " max_ref=" << max_ref << " rel=" << rel << (ok ? " (ok)" : " (FAIL)");
+  return s.str();
+}
+
+Comparison compare(const at::Tensor& actual, const at::Tensor& expected, Tolerance tol) {
+  Comparison c;
+  if (actual.sizes() != expected.sizes()) {
+    c.max_abs = c.rel = std::numeric_limits<double>::infinity();
+    UNSCOPED_INFO("shape mismatch: " << actual.sizes() << " vs " << expected.sizes());
+    return c;
+  }
+  auto a = actual.detach().to(torch::kCPU, torch::kDouble);
+  auto e = expected.detach().to(torch::kCPU, torch::kDouble);
+  c.max_abs = a.numel() ? (a - e).abs().max().item<double>() : 0.0;
+  c.max_ref = e.numel() ? e.abs().max().item<double>() : 0.0;
+  c.rel = c.max_ref > 0 ? c.max_abs / c.max_ref : c.max_abs;
+  c.ok = std::isfinite(c.max_abs) && (c.max_abs <= tol.atol || c.rel <= tol.rtol);
+  std::printf("  compare: %s\n", c.describe().c_str());
+  return c;
+}
+
+}  // namespace golden

@@ -1,0 +1,48 @@
+#pragma once
+// Access to ../shared/golden (diffusers' reference data) and the manifest's tolerance check.
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "sd/safetensors.h"
+
+namespace golden {
+
+// ../shared/golden relative to the source tree (CI lays shared/ beside the checkout).
+std::filesystem::path dir();
+// The parsed manifest.json.
+const nlohmann::json& manifest();
+// The manifest entry of one case by name ("modules/sd1_tiny/unet_b1_t981"); throws if absent.
+const nlohmann::json& find_case(const std::string& name);
+// Every case of a kind ("unet", "scheduler", "e2e", ...), in manifest order.
+std::vector<nlohmann::json> cases_of_kind(const std::string& kind);
+// The case's tensors: <dir>/<name>.safetensors.
+sd::StateDict load_case(const std::string& name);
+
+struct Tolerance {
+  double atol = 1e-4;
+  double rtol = 1e-4;
+};
+Tolerance tolerance_of(const nlohmann::json& entry, const char* key = "tolerance");
+
+struct Comparison {
+  double max_abs = 0;   // max |actual - expected|
+  double max_ref = 0;   // max |expected|
+  double rel = 0;       // max_abs / max_ref
+  bool ok = false;      // max_abs <= atol || rel <= rtol (the manifest's rule)
+  std::string describe() const;
+};
+// Compares in float64 after checking shapes; `what` names the tensor in the description.
+Comparison compare(const at::Tensor& actual, const at::Tensor& expected, Tolerance tol);
+
+}  // namespace golden
+
+// CHECK that `actual` matches `expected` within `tol`, printing the max error either way.
+#define CHECK_CLOSE_TO_GOLDEN(actual, expected, tol)                                    \
+  do {                                                                                   \
+    auto golden_cmp_ = ::golden::compare((actual), (expected), (tol));                  \
+    INFO(#actual << " vs " << #expected << ": " << golden_cmp_.describe());             \
+    CHECK(golden_cmp_.ok);                                                               \
+  } while (0)
