@@ -1,0 +1,83 @@
+// Ref: diffusers src/diffusers/models/attention_processor.py (AttnProcessor / AttnProcessor2_0),
+//      transformers models/clip/modeling_clip.py (CLIPAttention).
+#include "models/attention.h"
+
+#include <torch/version.h>
+
+#include <atomic>
+#include <cmath>
+
+namespace sd {
+namespace {
+
+std::atomic<int64_t> g_query_slice{0};
+
+// [B, N, H*D] -> [B*H, N, D]
+torch::Tensor split_heads(const torch::Tensor& x, int64_t heads) {
+  const auto b = x.size(0), n = x.size(1), d = x.size(2) / heads;
+  return x.reshape({b, n, heads, d}).permute({0, 2, 1, 3}).reshape({b * heads, n, d});
+}
+
+// [B*H, N, D] -> [B, N, H*D]
+torch::Tensor merge_heads(const torch::Tensor& x, int64_t heads) {
+  const auto bh = x.size(0), n = x.size(1), d = x.size(2);
+  return x.reshape({bh / heads, heads, n, d}).permute({0, 2, 1, 3}).reshape({bh / heads, n, heads * d});
+}
+
+// softmax(q k^T * scale [+ causal mask]) v for one slice of queries starting at row `q_offset`.
+torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                     const AttentionOptions& options, int64_t q_offset) {
+  torch::Tensor scores;
+  if (options.upcast) {
+    scores = torch::bmm(q.to(torch::kFloat), k.to(torch::kFloat).transpose(1, 2)).mul_(scale);
+  } else {
+    scores = torch::bmm(q, k.transpose(1, 2)).mul_(scale);
+  }
+  if (options.causal) {
+    const auto nq = q.size(1), nk = k.size(1);
+    auto rows = torch::arange(q_offset, q_offset + nq, torch::TensorOptions().dtype(torch::kLong)).unsqueeze(1);
+    auto cols = torch::arange(nk, torch::TensorOptions().dtype(torch::kLong)).unsqueeze(0);
+    scores.masked_fill_((cols > rows).to(scores.device()), -std::numeric_limits<float>::infinity());
+  }
+  auto probs = torch::softmax(scores, -1).to(v.scalar_type());
+  return torch::bmm(probs, v);
+}
+
+}  // namespace
+
+void set_attention_query_slice(int64_t rows) { g_query_slice = rows < 0 ? 0 : rows; }
+int64_t attention_query_slice() { return g_query_slice; }
+
+torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                   int64_t heads, const AttentionOptions& options) {
+  const int64_t head_dim = q.size(2) / heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+#if TORCH_VERSION_MAJOR >= 2
+  // LibTorch 2.x: the fused kernels (flash / memory-efficient on CUDA). Upcast keeps the
+  // reference's fp32 scores, which SDPA does not offer, so it takes the explicit path.
+  if (!options.upcast && attention_query_slice() == 0) {
+    auto b = q.size(0);
+    auto q4 = q.reshape({b, q.size(1), heads, head_dim}).transpose(1, 2);
+    auto k4 = k.reshape({b, k.size(1), heads, head_dim}).transpose(1, 2);
+    auto v4 = v.reshape({b, v.size(1), heads, head_dim}).transpose(1, 2);
+    auto out = at::scaled_dot_product_attention(q4, k4, v4, {}, 0.0, options.causal);
+    return out.transpose(1, 2).reshape({b, q.size(1), heads * head_dim});
+  }
+#endif
+  auto qh = split_heads(q, heads), kh = split_heads(k, heads), vh = split_heads(v, heads);
+  const int64_t nq = qh.size(1);
+  const int64_t slice = attention_query_slice();
+  torch::Tensor out;
+  if (slice <= 0 || slice >= nq) {
+    out = attend(qh, kh, vh, scale, options, 0);
+  } else {
+    out = torch::empty_like(qh);
+    for (int64_t start = 0; start < nq; start += slice) {
+      const int64_t len = std::min(slice, nq - start);
+      out.narrow(1, start, len).copy_(attend(qh.narrow(1, start, len), kh, vh, scale, options, start));
+    }
+  }
+  return merge_heads(out, heads);
+}
+
+}  // namespace sd
