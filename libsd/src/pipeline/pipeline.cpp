@@ -1,0 +1,221 @@
+// Ref: diffusers src/diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py @ 0.27
+#include "sd/pipeline.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/log_macros.h"
+#include "models/attention.h"
+#include "pipeline/components.h"
+#include "sd/error.h"
+
+namespace sd {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+c10::Device parse_device(const std::string& name) {
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(name);
+  } catch (const std::exception&) {
+    SD_FAIL("unknown device '", name, "' (expected cpu, cuda or cuda:N)");
+  }
+  SD_CHECK(device.is_cpu() || device.is_cuda(), "unsupported device '", name, "' (expected cpu, cuda or cuda:N)");
+  SD_CHECK(!device.is_cuda() || torch::cuda::is_available(), "device '", name,
+           "' requested, but this LibTorch has no CUDA or no GPU is visible");
+  return device;
+}
+
+// Convolution weights in channels-last: oneDNN (CPU) and cuDNN pick their fastest kernels for it.
+void to_channels_last(torch::nn::Module& module) {
+  for (auto& p : module.parameters()) {
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+}  // namespace
+
+struct Pipeline::Impl {
+  Components parts;
+  LoadOptions options;
+  c10::Device device{c10::kCPU};
+  c10::ScalarType dtype = c10::kFloat;  // weights and model inputs
+  torch::MemoryFormat memory_format = torch::MemoryFormat::Contiguous;
+
+  void sync() const {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  }
+  double seconds_since(Clock::time_point start) const {
+    sync();
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  torch::Tensor model_input(const torch::Tensor& x) const { return x.to(device, dtype).contiguous(memory_format); }
+};
+
+Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Pipeline::Pipeline(Pipeline&&) noexcept = default;
+Pipeline& Pipeline::operator=(Pipeline&&) noexcept = default;
+Pipeline::~Pipeline() = default;
+
+Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
+  const c10::Device device = parse_device(options.device);
+  const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  if (threads > 0) at::set_num_threads(threads);
+  set_attention_query_slice(options.attention_slice);
+
+  c10::InferenceMode inference;
+  auto impl = std::make_unique<Impl>(Impl{load_components(model, options), options, device});
+  impl->dtype = weight_dtype(options.precision, options.autocast);
+  auto& p = impl->parts;
+  for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(p.text_encoder.get()),
+                               static_cast<torch::nn::Module*>(p.unet.get()), static_cast<torch::nn::Module*>(p.vae.get())}) {
+    m->eval();
+    m->to(device, impl->dtype);
+    if (options.channels_last) to_channels_last(*m);
+  }
+  if (options.channels_last) impl->memory_format = torch::MemoryFormat::ChannelsLast;
+  return Pipeline(std::move(impl));
+}
+
+const ModelInfo& Pipeline::info() const { return impl_->parts.info; }
+c10::Device Pipeline::device() const { return impl_->device; }
+Precision Pipeline::precision() const { return impl_->options.precision; }
+bool Pipeline::autocast() const { return impl_->options.autocast; }
+const SchedulerConfig& Pipeline::scheduler_config() const { return impl_->parts.scheduler_config; }
+
+at::Tensor Pipeline::encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
+                                   bool guidance, int clip_skip, int* truncated_tokens) {
+  c10::InferenceMode inference;
+  PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
+  auto& p = impl_->parts;
+  auto ids_of = [&](const std::string& text, int* truncated) {
+    TokenizedPrompt tokens = p.tokenizer.encode(text);
+    if (truncated != nullptr) *truncated = tokens.num_truncated;
+    return torch::tensor(tokens.ids, torch::kLong).unsqueeze(0);
+  };
+  // Negative (or empty) prompt first: the batch order diffusers uses for [uncond, cond].
+  torch::Tensor ids = ids_of(prompt, truncated_tokens);
+  if (guidance) ids = torch::cat({ids_of(negative_prompt, nullptr), ids});
+  auto embeddings = p.text_encoder->encode(ids.to(impl_->device), clip_skip);  // [1 or 2, 77, D]
+  // Each prompt repeated `batch` times: [neg x batch, prompt x batch].
+  return embeddings.repeat_interleave(batch, 0);
+}
+
+at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& embeddings,
+                                   double guidance_scale) {
+  c10::InferenceMode inference;
+  PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
+  const bool guidance = embeddings.size(0) == 2 * latents.size(0);
+  SD_CHECK(guidance || embeddings.size(0) == latents.size(0), "predict_noise: ", embeddings.size(0),
+           " prompt embeddings for ", latents.size(0), " latents (expected as many, or twice as many with guidance)");
+  auto x = guidance ? torch::cat({latents, latents}) : latents;
+  auto noise = impl_->parts.unet->forward(impl_->model_input(x), timestep.to(impl_->device),
+                                          embeddings.to(impl_->device, impl_->dtype))
+                   .to(torch::kFloat)
+                   .contiguous();
+  if (!guidance) return noise;
+  auto halves = noise.chunk(2);
+  return halves[0] + guidance_scale * (halves[1] - halves[0]);
+}
+
+at::Tensor Pipeline::decode(const at::Tensor& latents) {
+  c10::InferenceMode inference;
+  PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
+  const double scaling = impl_->parts.info.vae_scaling_factor;
+  auto image = impl_->parts.vae->decode(impl_->model_input(latents / scaling)).to(torch::kFloat);
+  return (image / 2 + 0.5).clamp(0, 1).contiguous();
+}
+
+GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) {
+  c10::InferenceMode inference;
+  Impl& s = *impl_;
+  const ModelInfo& info = s.parts.info;
+  const auto total_start = Clock::now();
+  GenerateResult result;
+
+  // 1. Check the request.
+  const int64_t f = info.vae_scale_factor;
+  SD_CHECK(options.width > 0 && options.height > 0 && options.width % f == 0 && options.height % f == 0,
+           "width and height must be positive multiples of ", f, ", got ", options.width, "x", options.height);
+  SD_CHECK(options.steps >= 1, "steps must be at least 1, got ", options.steps);
+  SD_CHECK(options.batch >= 1, "batch must be at least 1, got ", options.batch);
+  const std::vector<int64_t> latent_shape{options.batch, info.latent_channels, options.height / f, options.width / f};
+
+  // 2. A fresh scheduler (PNDM keeps history between steps).
+  const SchedulerKind kind = options.scheduler ? *options.scheduler : scheduler_kind_from_config(s.parts.scheduler_config);
+  SchedulerOptions scheduler_options;
+  scheduler_options.eta = options.eta;
+  auto scheduler = make_scheduler(kind, s.parts.scheduler_config, scheduler_options);
+  scheduler->set_timesteps(options.steps);
+  result.timesteps = scheduler->timesteps();
+
+  // 3. Prompt embeddings (tokenizing is part of the text-encoder time: it is negligible).
+  const bool guidance = options.guidance_scale > 1.0;
+  auto stage_start = Clock::now();
+  auto embeddings = encode_prompt(prompt, options.negative_prompt, options.batch, guidance, options.clip_skip,
+                                  &result.truncated_tokens);
+  result.timings.text_encoder_s = s.seconds_since(stage_start);
+  if (result.truncated_tokens > 0) {
+    SD_LOG_WARN("the prompt is longer than the text encoder's limit: ", result.truncated_tokens,
+                " tokens were dropped");
+  }
+
+  // 4. Initial latents: one CPU generator per generation, seeded like
+  //    torch.Generator("cpu").manual_seed(seed); it later feeds the scheduler's noise too.
+  at::Generator generator = at::detail::createCPUGenerator(options.seed);
+  torch::Tensor latents;
+  if (options.initial_latents.defined()) {
+    SD_CHECK(options.initial_latents.sizes().vec() == latent_shape, "initial latents must be ",
+             c10::IntArrayRef(latent_shape), ", got ", options.initial_latents.sizes());
+    latents = options.initial_latents.to(s.device, torch::kFloat);
+  } else {
+    latents = torch::randn(latent_shape, generator, torch::TensorOptions().dtype(torch::kFloat)).to(s.device);
+  }
+  latents = latents * scheduler->init_noise_sigma();
+  result.init_latents = latents;
+
+  // 5. Denoising loop.
+  StepNoise noise;
+  noise.generator = &generator;
+  const auto timesteps = scheduler->timesteps();
+  const int count = static_cast<int>(timesteps.size(0));
+  const auto denoise_start = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    const auto t = timesteps[i];
+    auto unet_start = Clock::now();
+    auto scaled = scheduler->scale_model_input(latents, i);
+    auto noise_pred = predict_noise(scaled, t, embeddings, options.guidance_scale);
+    result.timings.unet_s.push_back(s.seconds_since(unet_start));
+    auto step_start = Clock::now();
+    latents = scheduler->step(noise_pred, i, latents, noise);
+    result.timings.scheduler_s.push_back(s.seconds_since(step_start));
+    if (options.keep_step_latents) result.step_latents.push_back(latents.to(torch::kCPU));
+    if (options.on_step) {
+      StepInfo step{i, count, t.item<double>(), latents};
+      if (options.on_step(step) == StepAction::kStop) {
+        result.stopped = true;
+        break;
+      }
+    }
+  }
+  result.timings.denoise_s = s.seconds_since(denoise_start);
+  result.latents = latents;
+
+  // 6. Decode.
+  if (options.decode) {
+    stage_start = Clock::now();
+    result.images01 = decode(latents);
+    result.timings.decode_s = s.seconds_since(stage_start);
+    result.images = to_images(result.images01);
+  }
+  result.timings.total_s = s.seconds_since(total_start);
+  return result;
+}
+
+}  // namespace sd

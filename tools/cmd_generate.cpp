@@ -1,0 +1,174 @@
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "commands.h"
+#include "sd/atomic_file.h"
+#include "sd/error.h"
+#include "sd/pipeline.h"
+#include "sd/safetensors.h"
+
+namespace sd_cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model = "random:sd-v1-5", prompt, negative_prompt, scheduler, device = "cpu", precision = "fp32";
+  std::string output = "out.png", init_latents, save_latents, config_dir, variant;
+  int steps = 50, height = 512, width = 512, batch = 1, threads = 0, clip_skip = 0;
+  double guidance = 7.5, eta = 0.0;
+  uint64_t seed = 0;
+  bool autocast = false, quiet = false, no_channels_last = false;
+  int64_t attention_slice = 0;
+};
+
+// out.png with batch 3 -> out-0.png, out-1.png, out-2.png
+std::filesystem::path indexed(const std::filesystem::path& path, int index, int count) {
+  if (count == 1) return path;
+  auto p = path;
+  p.replace_filename(path.stem().string() + "-" + std::to_string(index) + path.extension().string());
+  return p;
+}
+
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled), start_(std::chrono::steady_clock::now()) {}
+  void update(int done, int total) {
+    if (!enabled_) return;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double rate = done > 0 ? done / elapsed : 0.0;
+    const double eta = rate > 0 ? (total - done) / rate : 0.0;
+    const int width = 30, filled = total > 0 ? done * width / total : 0;
+    std::fprintf(stderr, "\r[%.*s%*s] %d/%d  %.2f it/s  ETA %.0fs ", filled, "==============================",
+                 width - filled, "", done, total, rate, eta);
+    if (done == total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+Run add_generate(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  app.add_option("--model", a->model, "diffusers folder, single-file .safetensors, or random:sd-v1-5")->capture_default_str();
+  app.add_option("--prompt", a->prompt, "what to draw")->required();
+  app.add_option("--negative-prompt", a->negative_prompt, "what to avoid (used with guidance > 1)");
+  app.add_option("--steps", a->steps, "denoising steps")->capture_default_str()->check(CLI::Range(1, 10000));
+  app.add_option("--guidance", a->guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str();
+  app.add_option("--scheduler", a->scheduler, "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms (default: the model's)");
+  app.add_option("--seed", a->seed, "seed of the CPU generator")->capture_default_str();
+  app.add_option("--height", a->height, "image height (multiple of 8)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--width", a->width, "image width (multiple of 8)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--batch", a->batch, "images per prompt")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--precision", a->precision, "fp32, tf32, fp16 or bf16")->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}));
+  app.add_flag("--autocast", a->autocast, "fp32 weights with autocast (fp16 on CUDA, bf16 on CPU)");
+  app.add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str();
+  app.add_option("--clip-skip", a->clip_skip, "1: condition on the penultimate CLIP layer")->capture_default_str();
+  app.add_option("--init-latents", a->init_latents, "safetensors file with a tensor 'latents' [batch, C, H/f, W/f]");
+  app.add_option("--save-latents", a->save_latents, "write init, step_0..step_N-1 and final latents to this safetensors file");
+  app.add_option("--threads", a->threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--config-dir", a->config_dir, "configs + tokenizer for a single-file checkpoint (default: bundled SD 1.5)");
+  app.add_option("--variant", a->variant, "weights variant of a diffusers folder, e.g. fp16");
+  app.add_option("--attention-slice", a->attention_slice, "attention in query slices of this many rows (bounds memory)");
+  app.add_flag("--no-channels-last", a->no_channels_last, "keep the default contiguous memory format");
+  app.add_option("--output,-o", a->output, "PNG to write (batch > 1: out-0.png, out-1.png, ...)")->capture_default_str();
+  app.add_flag("--quiet,-q", a->quiet, "no progress bar");
+
+  return [a] {
+    sd::LoadOptions load;
+    load.device = a->device;
+    load.precision = sd::precision_from_name(a->precision);
+    load.autocast = a->autocast;
+    load.threads = a->threads;
+    load.config_dir = a->config_dir;
+    load.variant = a->variant;
+    load.attention_slice = a->attention_slice;
+    load.channels_last = !a->no_channels_last;
+
+    sd::GenerateOptions opt;
+    opt.negative_prompt = a->negative_prompt;
+    opt.steps = a->steps;
+    opt.guidance_scale = a->guidance;
+    opt.seed = a->seed;
+    opt.height = a->height;
+    opt.width = a->width;
+    opt.batch = a->batch;
+    opt.eta = a->eta;
+    opt.clip_skip = a->clip_skip;
+    if (!a->scheduler.empty()) opt.scheduler = sd::scheduler_kind_from_name(a->scheduler);
+    if (!a->init_latents.empty()) {
+      sd::SafetensorsFile file(a->init_latents);
+      SD_CHECK(file.contains("latents"), a->init_latents, ": no tensor named 'latents'");
+      opt.initial_latents = file.get("latents").to(torch::kFloat).clone();
+    }
+    opt.keep_step_latents = !a->save_latents.empty();
+
+    // Fail on an unwritable output before spending minutes on the model.
+    const auto out_dir = std::filesystem::absolute(a->output).parent_path();
+    SD_CHECK(std::filesystem::is_directory(out_dir), a->output, ": the folder ", out_dir.string(), " does not exist");
+
+    auto pipe = sd::Pipeline::load(a->model, load);
+    ProgressBar bar(!a->quiet && ::isatty(STDERR_FILENO));
+    opt.on_step = [&bar](const sd::StepInfo& step) {
+      bar.update(step.index + 1, step.count);
+      return sd::StepAction::kContinue;
+    };
+    auto result = pipe.generate(a->prompt, opt);
+    if (result.truncated_tokens > 0) {
+      std::fprintf(stderr, "warning: the prompt was truncated: %d tokens beyond the text encoder's limit were dropped\n",
+                   result.truncated_tokens);
+    }
+
+    if (!a->save_latents.empty()) {
+      sd::NamedTensors tensors;
+      tensors.emplace_back("init", result.init_latents.to(torch::kCPU));
+      for (size_t i = 0; i < result.step_latents.size(); ++i) {
+        tensors.emplace_back("step_" + std::to_string(i), result.step_latents[i]);
+      }
+      tensors.emplace_back("final", result.latents.to(torch::kCPU));
+      tensors.emplace_back("timesteps", result.timesteps.to(torch::kCPU));
+      sd::save_safetensors(a->save_latents, tensors, {{"prompt", a->prompt}, {"seed", std::to_string(a->seed)}});
+    }
+
+    nlohmann::json sidecar = {
+        {"prompt", a->prompt}, {"negative_prompt", a->negative_prompt}, {"seed", a->seed}, {"steps", a->steps},
+        {"scheduler", sd::scheduler_name(opt.scheduler ? *opt.scheduler : sd::scheduler_kind_from_config(pipe.scheduler_config()))},
+        {"guidance_scale", a->guidance}, {"height", a->height}, {"width", a->width}, {"batch", a->batch},
+        {"precision", a->precision}, {"autocast", a->autocast}, {"device", a->device}, {"model", a->model},
+        {"eta", a->eta}, {"clip_skip", a->clip_skip},
+        {"timings_s",
+         {{"load", pipe.info().load_s},
+          {"text_encoder", result.timings.text_encoder_s},
+          {"denoise", result.timings.denoise_s},
+          {"decode", result.timings.decode_s},
+          {"total", result.timings.total_s},
+          {"unet_evals", result.timings.unet_s}}}};
+    nlohmann::json files = nlohmann::json::array();
+    for (size_t i = 0; i < result.images.size(); ++i) {
+      const auto path = indexed(a->output, static_cast<int>(i), static_cast<int>(result.images.size()));
+      sd::write_png(path, result.images[i]);
+      files.push_back(path.string());
+    }
+    sidecar["images"] = files;
+    auto json_path = std::filesystem::path(a->output).replace_extension(".json");
+    sd::write_file_atomic(json_path, sidecar.dump(2) + "\n");
+    if (!a->quiet) {
+      std::fprintf(stderr, "wrote %s (%zu image%s) in %.1f s: text %.2f s, denoise %.1f s (%zu UNet evaluations), decode %.1f s\n",
+                   a->output.c_str(), result.images.size(), result.images.size() == 1 ? "" : "s",
+                   result.timings.total_s, result.timings.text_encoder_s, result.timings.denoise_s,
+                   result.timings.unet_s.size(), result.timings.decode_s);
+    }
+    return 0;
+  };
+}
+
+}  // namespace sd_cli

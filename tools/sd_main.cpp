@@ -1,0 +1,36 @@
+// sd: generate images, tokenize prompts, inspect checkpoints.
+// Exit codes: 0 success, 1 runtime error (one line on stderr), 2 bad arguments.
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"sd - Stable Diffusion on LibTorch (libsd)"};
+  app.require_subcommand(1);
+  std::vector<std::pair<CLI::App*, sd_cli::Run>> commands;
+  auto* generate = app.add_subcommand("generate", "text-to-image");
+  commands.emplace_back(generate, sd_cli::add_generate(*generate));
+  auto* tokenize = app.add_subcommand("tokenize", "print the CLIP token ids of a prompt");
+  commands.emplace_back(tokenize, sd_cli::add_tokenize(*tokenize));
+  auto* inspect = app.add_subcommand("inspect", "describe a model folder or checkpoint file");
+  commands.emplace_back(inspect, sd_cli::add_inspect(*inspect));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    for (auto& [sub, run] : commands) {
+      if (sub->parsed()) return run();
+    }
+    return 2;
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    // c10::Error appends a C++ backtrace: the first line is the message.
+    if (auto nl = message.find("\nException raised from"); nl != std::string::npos) message.resize(nl);
+    std::fprintf(stderr, "error: %s\n", message.c_str());
+    return 1;
+  }
+}
