@@ -199,11 +199,13 @@ TEST_CASE("ldm_to_diffusers: keys no rule matches are listed, not guessed", "[un
   CHECK(split.text_encoder.empty());
 }
 
-TEST_CASE("ldm_to_diffusers: refuses OpenCLIP text encoders, two keys with one name and bad layouts", "[unit][weights]") {
-  SECTION("OpenCLIP (SD 2.x)") {
-    sd::StateDict checkpoint{{"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", dummy({3072, 1024})}};
+TEST_CASE("ldm_to_diffusers: refuses bad packed q/k/v, two keys with one name and bad layouts", "[unit][weights]") {
+  SECTION("OpenCLIP in_proj that is not [3C, C]") {
+    sd::StateDict checkpoint{{"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", dummy({3072, 1000})},
+                             {"cond_stage_model.model.transformer.resblocks.1.ln_1.weight", dummy({1000})}};
     CHECK_THROWS_WITH(sd::ldm_to_diffusers(checkpoint),
-                      Catch::Contains("OpenCLIP") && Catch::Contains("cond_stage_model.model.transformer.resblocks.0"));
+                      Catch::Contains("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight") &&
+                          Catch::Contains("[3C, C]") && Catch::Contains("[3072, 1000]"));
   }
   SECTION("a key with and without the text_model level") {
     sd::StateDict checkpoint{{"cond_stage_model.transformer.final_layer_norm.weight", dummy({768})},
@@ -216,6 +218,72 @@ TEST_CASE("ldm_to_diffusers: refuses OpenCLIP text encoders, two keys with one n
     unet.down_has_attention = {true, true};
     CHECK_THROWS_WITH(sd::ldm_to_diffusers({}, unet), Catch::Contains("down_has_attention"));
   }
+}
+
+TEST_CASE("ldm_to_diffusers: an OpenCLIP text encoder (SD 2.x) becomes CLIPTextModel names minus its last layer",
+          "[unit][weights]") {
+  // A small OpenCLIP text tower: width C, L layers. The expected names are SD 1.5's diffusers text
+  // encoder names (sd15-keys.json) for layers 0 .. L-2: SD 2.x conditions on the penultimate layer.
+  const int64_t C = 8, L = 3, vocab = 11, context = 77;
+  const std::string p = "cond_stage_model.model.";
+  sd::StateDict checkpoint{{p + "positional_embedding", dummy({context, C})},
+                           {p + "token_embedding.weight", dummy({vocab, C})},
+                           {p + "ln_final.weight", dummy({C})},
+                           {p + "ln_final.bias", dummy({C})},
+                           {p + "text_projection", dummy({C, C})},
+                           {p + "logit_scale", dummy({})}};
+  // Distinct values, so the q/k/v split can be checked against PyTorch's packing (rows [q; k; v]).
+  const at::Tensor in_proj_weight = torch::arange(3 * C * C, torch::kFloat).reshape({3 * C, C});
+  const at::Tensor in_proj_bias = torch::arange(3 * C, torch::kFloat);
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string layer = p + "transformer.resblocks." + std::to_string(i) + ".";
+    checkpoint.emplace(layer + "attn.in_proj_weight", in_proj_weight);
+    checkpoint.emplace(layer + "attn.in_proj_bias", in_proj_bias);
+    for (const char* param : {"weight", "bias"}) {
+      const bool w = std::string(param) == "weight";
+      checkpoint.emplace(layer + "attn.out_proj." + param, w ? dummy({C, C}) : dummy({C}));
+      checkpoint.emplace(layer + "ln_1." + param, dummy({C}));
+      checkpoint.emplace(layer + "ln_2." + param, dummy({C}));
+      checkpoint.emplace(layer + "mlp.c_fc." + param, w ? dummy({4 * C, C}) : dummy({4 * C}));
+      checkpoint.emplace(layer + "mlp.c_proj." + param, w ? dummy({C, 4 * C}) : dummy({C}));
+    }
+  }
+  const sd::SplitCheckpoint split = sd::ldm_to_diffusers(checkpoint);
+  INFO("unknown: " << json(split.unknown).dump());
+  CHECK(split.unknown.empty());
+
+  std::set<std::string> expected;
+  for (auto it = keys_spec().at("diffusers").at("text_encoder").begin();
+       it != keys_spec().at("diffusers").at("text_encoder").end(); ++it) {
+    const std::string& name = it.key();
+    const std::string layers = "text_model.encoder.layers.";
+    if (starts_with(name, layers) && std::stoi(name.substr(layers.size())) >= L - 1) continue;
+    expected.insert(name);
+  }
+  std::set<std::string> produced;
+  for (const auto& [name, tensor] : split.text_encoder) produced.insert(name);
+  CHECK(produced == expected);
+
+  const std::string last = p + "transformer.resblocks." + std::to_string(L - 1) + ".";
+  for (const auto& name : split.ignored) {
+    INFO(name);
+    CHECK((name == p + "text_projection" || name == p + "logit_scale" || starts_with(name, last)));
+  }
+  CHECK(split.ignored.size() == 2 + 12);  // the last layer's 12 tensors
+
+  const auto& te = split.text_encoder;
+  for (const char* layer : {"text_model.encoder.layers.0.", "text_model.encoder.layers.1."}) {
+    INFO(layer);
+    const std::string l = layer;
+    CHECK(torch::equal(te.at(l + "self_attn.q_proj.weight"), in_proj_weight.slice(0, 0, C)));
+    CHECK(torch::equal(te.at(l + "self_attn.k_proj.weight"), in_proj_weight.slice(0, C, 2 * C)));
+    CHECK(torch::equal(te.at(l + "self_attn.v_proj.weight"), in_proj_weight.slice(0, 2 * C, 3 * C)));
+    CHECK(torch::equal(te.at(l + "self_attn.v_proj.bias"), in_proj_bias.slice(0, 2 * C, 3 * C)));
+    // Views of the packed tensor, not copies.
+    CHECK(te.at(l + "self_attn.k_proj.weight").data_ptr() ==
+          static_cast<const void*>(in_proj_weight.data_ptr<float>() + C * C));
+  }
+  CHECK(te.at("text_model.embeddings.position_embedding.weight").sizes() == c10::IntArrayRef{context, C});
 }
 
 TEST_CASE("rename_legacy_vae_attention: legacy names and 1x1-conv shapes become the diffusers VAE keys",

@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -223,6 +224,74 @@ void put(StateDict& dict, std::unordered_map<std::string, std::string>& sources,
   dict.emplace(std::move(name), std::move(tensor));
 }
 
+// SD 2.x conditions on OpenCLIP ViT-H's text tower: the architecture of transformers'
+// CLIPTextModel under other names, with q/k/v packed into one in_proj (PyTorch's
+// nn.MultiheadAttention: rows [q; k; v]). Keys below are relative to "cond_stage_model.model.".
+const LeafTable kOpenCLIPTopLevel = {
+    {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
+    {"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
+    {"ln_final.weight", "text_model.final_layer_norm.weight"},
+    {"ln_final.bias", "text_model.final_layer_norm.bias"},
+};
+const LeafTable kOpenCLIPLayerLeaves = {
+    {"ln_1.", "layer_norm1."},     {"ln_2.", "layer_norm2."},
+    {"mlp.c_fc.", "mlp.fc1."},     {"mlp.c_proj.", "mlp.fc2."},
+    {"attn.out_proj.", "self_attn.out_proj."},
+};
+constexpr std::string_view kOpenCLIPLayers = "transformer.resblocks.";
+
+// N of "transformer.resblocks.N.<rest>" (and <rest> in *rest), or -1.
+int openclip_layer(std::string_view name, std::string_view* rest) {
+  if (!starts_with(name, kOpenCLIPLayers)) return -1;
+  name.remove_prefix(kOpenCLIPLayers.size());
+  const size_t dot = name.find('.');
+  if (dot == 0 || dot == std::string_view::npos || dot > 6) return -1;
+  int layer = 0;
+  for (char c : name.substr(0, dot)) {
+    if (c < '0' || c > '9') return -1;
+    layer = layer * 10 + (c - '0');
+  }
+  *rest = name.substr(dot + 1);
+  return layer;
+}
+
+// One "cond_stage_model.model.*" key into out.text_encoder (or ignored/unknown).
+void convert_openclip_key(const std::string& key, std::string_view name, const at::Tensor& tensor, int last_layer,
+                          SplitCheckpoint& out, std::unordered_map<std::string, std::string>& sources) {
+  for (const auto& [openclip, diffusers] : kOpenCLIPTopLevel) {
+    if (name == openclip) return put(out.text_encoder, sources, "text_encoder", std::string(diffusers), key, tensor);
+  }
+  // The projection into the joint image-text space and the contrastive temperature: SD uses the
+  // token hidden states, not the pooled projection.
+  if (name == "text_projection" || name == "logit_scale") return out.ignored.push_back(key);
+  std::string_view rest;
+  const int layer = openclip_layer(name, &rest);
+  if (layer < 0) return out.unknown.push_back(key);
+  if (layer == last_layer) return out.ignored.push_back(key);
+  const std::string prefix = "text_model.encoder.layers." + str(layer) + ".";
+  if (rest == "attn.in_proj_weight" || rest == "attn.in_proj_bias") {
+    const bool weight = rest == "attn.in_proj_weight";
+    const bool packed = weight ? tensor.dim() == 2 && tensor.size(0) == 3 * tensor.size(1)
+                               : tensor.dim() == 1 && tensor.size(0) % 3 == 0;
+    SD_CHECK(packed, "single-file checkpoint: '", key, "': expected packed q/k/v of shape ",
+             weight ? "[3C, C]" : "[3C]", ", got ", tensor.sizes());
+    const auto qkv = tensor.chunk(3, 0);  // views
+    const char* param = weight ? "weight" : "bias";
+    put(out.text_encoder, sources, "text_encoder", prefix + "self_attn.q_proj." + param, key, qkv[0]);
+    put(out.text_encoder, sources, "text_encoder", prefix + "self_attn.k_proj." + param, key, qkv[1]);
+    put(out.text_encoder, sources, "text_encoder", prefix + "self_attn.v_proj." + param, key, qkv[2]);
+    return;
+  }
+  for (const auto& [openclip, diffusers] : kOpenCLIPLayerLeaves) {
+    if (!starts_with(rest, openclip)) continue;
+    const std::string_view param = rest.substr(openclip.size());
+    if (param != "weight" && param != "bias") break;
+    return put(out.text_encoder, sources, "text_encoder", prefix + std::string(diffusers) + std::string(param), key,
+               tensor);
+  }
+  out.unknown.push_back(key);
+}
+
 }  // namespace
 
 SplitCheckpoint ldm_to_diffusers(const StateDict& checkpoint, const UNetLayout& unet, const VAELayout& vae) {
@@ -231,6 +300,16 @@ SplitCheckpoint ldm_to_diffusers(const StateDict& checkpoint, const UNetLayout& 
   const RuleTable vae_table = vae_rules(vae);
   SplitCheckpoint out;
   std::unordered_map<std::string, std::string> sources;  // component + diffusers name -> checkpoint key
+  // SD 2.x uses the penultimate OpenCLIP layer (then ln_final), so diffusers' SD 2 text encoders
+  // have one layer less than the checkpoint: the last one is dropped, as diffusers' converter does.
+  int last_openclip_layer = -1;
+  for (const auto& entry : checkpoint) {
+    std::string_view rest;
+    const std::string_view k = entry.first;
+    if (starts_with(k, kOpenCLIPPrefix)) {
+      last_openclip_layer = std::max(last_openclip_layer, openclip_layer(k.substr(kOpenCLIPPrefix.size()), &rest));
+    }
+  }
   for (const auto& [key, tensor] : checkpoint) {
     const std::string_view k = key;
     if (is_ignored(k)) {
@@ -266,8 +345,7 @@ SplitCheckpoint ldm_to_diffusers(const StateDict& checkpoint, const UNetLayout& 
         out.unknown.push_back(key);
       }
     } else if (starts_with(k, kOpenCLIPPrefix)) {
-      SD_FAIL("single-file checkpoint: '", key, "' belongs to an OpenCLIP text encoder (an SD 2.x checkpoint); ",
-              "single-file SD 2.x checkpoints are not supported, use the model's diffusers folder layout");
+      convert_openclip_key(key, k.substr(kOpenCLIPPrefix.size()), tensor, last_openclip_layer, out, sources);
     } else {
       out.unknown.push_back(key);
     }

@@ -31,13 +31,17 @@ struct SplitCheckpoint {
   StateDict unet;          // e.g. "down_blocks.0.attentions.0.proj_in.weight"
   StateDict vae;           // e.g. "decoder.mid_block.attentions.0.to_q.weight"
   StateDict text_encoder;  // e.g. "text_model.encoder.layers.0.self_attn.q_proj.weight"
-  std::vector<std::string> ignored;  // known non-weight keys that were dropped (betas, model_ema.*, position_ids, ...)
+  // Known keys that were dropped: non-weights (betas, model_ema.*, position_ids, ...) and weights SD
+  // inference does not use (OpenCLIP's text_projection, logit_scale and last layer).
+  std::vector<std::string> ignored;
   std::vector<std::string> unknown;  // keys no rule matched; the caller decides whether that is an error
 };
 
-// Splits and renames a single-file checkpoint. Throws sd::Error for an inconsistent layout, for two
-// keys that rename to the same name, and for an OpenCLIP text encoder ("cond_stage_model.model.*",
-// SD 2.x), which is not supported.
+// Splits and renames a single-file checkpoint. The text encoder may be SD 1.x's CLIP
+// ("cond_stage_model.transformer.*") or SD 2.x's OpenCLIP ("cond_stage_model.model.*": packed
+// q/k/v split into views; its last layer is dropped, since SD 2.x conditions on the penultimate one
+// and diffusers' SD 2 text encoder config has one layer less). Throws sd::Error for an inconsistent
+// layout, for two keys that rename to the same name, and for a packed q/k/v of the wrong shape.
 SplitCheckpoint ldm_to_diffusers(const StateDict& checkpoint, const UNetLayout& unet = {}, const VAELayout& vae = {});
 
 // In a diffusers-layout VAE: "<prefix>.attentions.N.query/key/value/proj_attn.*" (older diffusers)
