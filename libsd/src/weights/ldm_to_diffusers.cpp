@@ -329,7 +329,9 @@ SplitCheckpoint ldm_to_diffusers(const StateDict& checkpoint, const UNetLayout& 
       if (name.empty()) {
         out.unknown.push_back(key);
       } else {
-        const bool linear = leaf == Leaf::kVAEAttention && ends_with(name, ".weight") && !ends_with(name, "group_norm.weight");
+        // q/k/v/proj_out are 1x1 convs in LDM and linears in diffusers; the GroupNorm stays 1-d.
+        const bool linear =
+            leaf == Leaf::kVAEAttention && ends_with(name, ".weight") && !ends_with(name, "group_norm.weight");
         put(out.vae, sources, "vae", std::move(name), key, linear ? as_linear_weight(tensor) : tensor);
       }
     } else if (starts_with(k, kCLIPPrefix)) {
@@ -337,7 +339,8 @@ SplitCheckpoint ldm_to_diffusers(const StateDict& checkpoint, const UNetLayout& 
       // transformers versions lack that level.
       std::string_view rest = k.substr(kCLIPPrefix.size());
       std::string name = starts_with(rest, "text_model.") ? std::string(rest) : "text_model." + std::string(rest);
-      const bool known = starts_with(name, "text_model.embeddings.") || starts_with(name, "text_model.encoder.layers.") ||
+      const bool known = starts_with(name, "text_model.embeddings.") ||
+                         starts_with(name, "text_model.encoder.layers.") ||
                          starts_with(name, "text_model.final_layer_norm.");
       if (known) {
         put(out.text_encoder, sources, "text_encoder", std::move(name), key, tensor);

@@ -194,7 +194,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
   std::string extension = path.extension().string();
   std::transform(extension.begin(), extension.end(), extension.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  SD_CHECK(extension != ".ckpt" && extension != ".bin" && extension != ".pt" && extension != ".pth", origin, ": pickle checkpoints can run arbitrary code and are never loaded; convert it to .safetensors");
+  SD_CHECK(extension != ".ckpt" && extension != ".bin" && extension != ".pt" && extension != ".pth", origin,
+           ": pickle checkpoints can run arbitrary code and are never loaded; convert it to .safetensors");
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   SD_CHECK(fd >= 0, origin, ": cannot open: ", std::strerror(errno));
   struct stat st {};
