@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -73,10 +74,13 @@ int64_t vocab_id(const sd::CLIPTokenizer& tok, const std::string& token) {
 TEST_CASE("tokenizer: every golden case matches transformers' CLIPTokenizer", "[unit][tokenizer]") {
   const auto& cases = tokenizer_cases()["cases"];
   REQUIRE(cases.size() == 21);
+  std::map<std::string, sd::CLIPTokenizer> loaded;
   for (const auto& c : cases) {
     const std::string prompt = c["prompt"].get<std::string>();
     INFO("prompt: \"" << prompt << "\"");
-    const auto tok = sd::CLIPTokenizer::from_folder(golden::dir() / c["tokenizer_dir"].get<std::string>());
+    const std::string folder = c["tokenizer_dir"].get<std::string>();
+    if (!loaded.count(folder)) loaded.emplace(folder, sd::CLIPTokenizer::from_folder(golden::dir() / folder));
+    const sd::CLIPTokenizer& tok = loaded.at(folder);
     const auto expected = c["input_ids"].get<std::vector<int64_t>>();
     const auto untruncated = c["untruncated_ids"].get<std::vector<int64_t>>();
 
@@ -110,6 +114,15 @@ TEST_CASE("tokenizer: special ids and limits come from the SD 1.5 config", "[uni
   CHECK(tok.vocab_size() == 49408);
   CHECK_THROWS_AS(tok.id_to_token(49408), sd::Error);
   CHECK_THROWS_AS(tok.id_to_token(-1), sd::Error);
+
+  // The tiny pipeline and the SD 1.5 folder ship the same tokenizer: same ids, same padding.
+  const std::string prompt = tokenizer_cases()["cases"][0]["prompt"].get<std::string>();
+  for (const char* folder : {"pipelines/sd1_tiny/tokenizer", "sd-v1-5/tokenizer"}) {
+    INFO(folder);
+    const auto other = sd::CLIPTokenizer::from_folder(golden::dir() / folder);
+    CHECK(other.encode(prompt).ids == tok.encode(prompt).ids);
+    CHECK(other.pad_id() == tok.pad_id());
+  }
 }
 
 TEST_CASE("tokenizer: truncation keeps 75 tokens plus BOS and EOS and counts the rest", "[unit][tokenizer]") {

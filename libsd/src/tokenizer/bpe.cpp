@@ -1,6 +1,7 @@
 #include "tokenizer/bpe.h"
 
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -69,9 +70,21 @@ BpeModel::BpeModel(const std::filesystem::path& vocab_file, const std::filesyste
     const size_t line_begin = pos + 1;
     size_t line_end = merges_text.find('\n', line_begin);
     if (line_end == std::string::npos) line_end = merges_text.size();
-    std::istringstream line(merges_text.substr(line_begin, line_end - line_begin));
-    std::string a, b, extra;
-    if ((line >> a >> b) && !(line >> extra)) ranks_[a + '\n' + b] = static_cast<int>(rank);
+    // Python's split(): the stand-in characters never include whitespace, so ASCII's is enough.
+    const std::string_view line(merges_text.data() + line_begin, line_end - line_begin);
+    std::string_view fields[3];
+    size_t count = 0;
+    for (size_t i = 0; i < line.size() && count < 3;) {
+      if (std::isspace(static_cast<unsigned char>(line[i]))) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < line.size() && !std::isspace(static_cast<unsigned char>(line[j]))) ++j;
+      fields[count++] = line.substr(i, j - i);
+      i = j;
+    }
+    if (count == 2) ranks_[std::string(fields[0]) + '\n' + std::string(fields[1])] = static_cast<int>(rank);
     pos = line_end < merges_text.size() ? line_end : std::string::npos;
   }
   SD_CHECK(!ranks_.empty(), "tokenizer: ", merges_file.string(), " holds no merges (expected a header line then \"a b\" lines)");
