@@ -333,3 +333,19 @@ TEST_CASE("schedulers: misuse is reported", "[unit][scheduler]") {
   CHECK_THROWS_AS(pndm->step(x, 1, x), sd::Error);  // out of order
   CHECK_THROWS_AS(pndm->set_timesteps(0), sd::Error);
 }
+
+TEST_CASE("schedulers: Euler and LMS with Karras sigmas use DPM-Solver's golden-checked Karras schedule",
+          "[unit][scheduler]") {
+  // diffusers builds the Karras sigmas of all three the same way; only DPM-Solver has golden data,
+  // so the others must agree with it (DPM rounds the timesteps to integers, Euler and LMS keep them).
+  const GoldenScheduler g = load_golden_scheduler("schedulers/dpmpp_2m_karras_25");
+  const auto ref = golden::load_case("schedulers/dpmpp_2m_karras_25");
+  for (const auto kind : {sd::SchedulerKind::kEuler, sd::SchedulerKind::kLMS}) {
+    INFO(sd::scheduler_name(kind));
+    auto sched = sd::make_scheduler(kind, g.config);
+    sched->set_timesteps(25);
+    CHECK(torch::equal(sched->sigmas(), ref.at("sigmas")));
+    CHECK(torch::equal(sched->timesteps().round().to(torch::kLong), ref.at("timesteps")));
+    CHECK(sched->timesteps().scalar_type() == torch::kFloat);
+  }
+}

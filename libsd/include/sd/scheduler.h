@@ -19,8 +19,13 @@
 
 namespace sd {
 
-// scheduler/scheduler_config.json. A missing field takes diffusers' default; a field named in the
-// file's "_use_default_values" counts as missing (diffusers' from_config does the same).
+// scheduler/scheduler_config.json. A default-constructed config holds SD 1.5's values. from_json_*
+// gives a missing field diffusers' default (beta_start 0.0001, beta_end 0.02, "linear", steps_offset
+// 0, ...), and a field named in the file's "_use_default_values" counts as missing, as in diffusers'
+// from_config. Two defaults depend on the class in diffusers and keep SD's values here:
+// set_alpha_to_one (DDIM's default is true) and clip_sample (DDIM's default is true); every SD
+// config states both. An explicit "timestep_spacing" applies to every scheduler made from the
+// config (a config saved by diffusers >= 0.20 states "leading", so Euler/LMS/DPM then use it too).
 struct SchedulerConfig {
   std::string class_name;  // "_class_name", e.g. "PNDMScheduler"
   int num_train_timesteps = 1000;
