@@ -34,7 +34,7 @@ std::string slurp(const fs::path& path) {
   return s.str();
 }
 
-Run sd(const std::string& args) {
+Run run_sd(const std::string& args) {
   const auto out = temp_dir() / "stdout.txt", err = temp_dir() / "stderr.txt";
   const std::string command = std::string("'" LIBSD_BINARY_DIR "/tools/sd' ") + args + " > '" + out.string() +
                               "' 2> '" + err.string() + "' < /dev/null";
@@ -55,7 +55,7 @@ TEST_CASE("sd generate reproduces diffusers' latents at every step and writes PN
   const auto init = temp_dir() / "init.safetensors";
   sd::save_safetensors(init, sd::NamedTensors{{"latents", ref.at("initial_latents")}});
   const auto png = temp_dir() / "out.png", latents = temp_dir() / "latents.safetensors";
-  auto r = sd("generate --model '" + tiny() + "' --prompt 'a photo of an astronaut riding a horse on mars' "
+  auto r = run_sd("generate --model '" + tiny() + "' --prompt 'a photo of an astronaut riding a horse on mars' "
               "--negative-prompt '' --guidance 7.5 --steps 10 --scheduler pndm --height 64 --width 64 --init-latents '" +
               init.string() + "' --save-latents '" + latents.string() + "' --no-channels-last -o '" + png.string() + "'");
   REQUIRE(r.code == 0);
@@ -77,7 +77,7 @@ TEST_CASE("sd generate reproduces diffusers' latents at every step and writes PN
 
 TEST_CASE("sd generate with batch > 1 writes numbered images", "[unit][cli]") {
   const auto png = temp_dir() / "batch.png";
-  auto r = sd("generate --model '" + tiny() + "' --prompt 'a fox' --steps 2 --height 64 --width 64 --batch 2 "
+  auto r = run_sd("generate --model '" + tiny() + "' --prompt 'a fox' --steps 2 --height 64 --width 64 --batch 2 "
               "--seed 3 -q -o '" + png.string() + "'");
   REQUIRE(r.code == 0);
   CHECK(fs::exists(temp_dir() / "batch-0.png"));
@@ -86,21 +86,21 @@ TEST_CASE("sd generate with batch > 1 writes numbered images", "[unit][cli]") {
 }
 
 TEST_CASE("sd reports bad arguments with exit code 2 and runtime errors with 1", "[unit][cli]") {
-  CHECK(sd("generate").code == 2);                                   // --prompt missing
-  CHECK(sd("generate --prompt x --precision fp64").code == 2);       // not a precision
-  CHECK(sd("frobnicate").code == 2);
-  auto missing = sd("generate --model /no/such/model --prompt x -o '" + (temp_dir() / "x.png").string() + "'");
+  CHECK(run_sd("generate").code == 2);                                   // --prompt missing
+  CHECK(run_sd("generate --prompt x --precision fp64").code == 2);       // not a precision
+  CHECK(run_sd("frobnicate").code == 2);
+  auto missing = run_sd("generate --model /no/such/model --prompt x -o '" + (temp_dir() / "x.png").string() + "'");
   CHECK(missing.code == 1);
   CHECK(missing.err.find("/no/such/model") != std::string::npos);
-  auto odd = sd("generate --model '" + tiny() + "' --prompt x --height 60 -o '" + (temp_dir() / "y.png").string() + "'");
+  auto odd = run_sd("generate --model '" + tiny() + "' --prompt x --height 60 -o '" + (temp_dir() / "y.png").string() + "'");
   CHECK(odd.code == 1);
   CHECK(odd.err.find("multiples of 8") != std::string::npos);
   CHECK_FALSE(fs::exists(temp_dir() / "y.png"));
-  CHECK(sd("generate --help").code == 0);
+  CHECK(run_sd("generate --help").code == 0);
 }
 
 TEST_CASE("sd tokenize prints the 77 ids diffusers uses and warns on truncation", "[unit][cli]") {
-  auto r = sd("tokenize --model '" + tiny() + "' --prompt 'a photo of an astronaut riding a horse on mars' --pieces");
+  auto r = run_sd("tokenize --model '" + tiny() + "' --prompt 'a photo of an astronaut riding a horse on mars' --pieces");
   REQUIRE(r.code == 0);
   std::istringstream lines(r.out);
   std::string ids_line, pieces_line;
@@ -114,13 +114,13 @@ TEST_CASE("sd tokenize prints the 77 ids diffusers uses and warns on truncation"
   CHECK(nlohmann::json::parse(pieces_line)[1] == "a</w>");
   std::string long_prompt;
   for (int i = 0; i < 100; ++i) long_prompt += "word ";
-  auto t = sd("tokenize --model random:sd-v1-5 --prompt '" + long_prompt + "'");
+  auto t = run_sd("tokenize --model random:sd-v1-5 --prompt '" + long_prompt + "'");
   CHECK(t.code == 0);
   CHECK(t.err.find("25 beyond the limit") != std::string::npos);
 }
 
 TEST_CASE("sd inspect describes a diffusers folder and a single-file checkpoint", "[unit][cli]") {
-  auto r = sd("inspect '" + tiny() + "' --keys");
+  auto r = run_sd("inspect '" + tiny() + "' --keys");
   REQUIRE(r.code == 0);
   CHECK(r.out.find("diffusers folder") != std::string::npos);
   CHECK(r.out.find("unet: ") != std::string::npos);
