@@ -5,6 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -202,22 +205,40 @@ TEST_CASE("cpu_attention's vectorized exp is accurate to a few 1e-7", "[unit][at
 
 namespace {
 
-double median_ms(const std::function<void()>& fn, int runs) {
-  fn();  // warm-up (allocations, packing paths, caches)
-  std::vector<double> ms;
+struct Timing {
+  double wall_ms;  // median wall-clock time
+  double cpu_ms;   // median CPU time of the whole process (all threads): robust to other load
+};
+
+double process_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+Timing median_time(const std::function<void()>& fn, int runs) {
+  fn();  // warm-up (allocations, caches)
+  std::vector<double> wall, cpu;
   for (int i = 0; i < runs; ++i) {
+    const double c0 = process_cpu_ms();
     const auto t0 = std::chrono::steady_clock::now();
     fn();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    wall.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    cpu.push_back(process_cpu_ms() - c0);
   }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  std::sort(wall.begin(), wall.end());
+  std::sort(cpu.begin(), cpu.end());
+  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
 }
 
 }  // namespace
 
+// Wall-clock medians with 2 threads (SD_BENCH_THREADS overrides); the CPU time columns (all threads)
+// say what the work costs when other jobs share the cores. SD_BENCH_CASE picks cases by name.
 TEST_CASE("cpu_attention benchmark vs LibTorch ops", "[.bench][attention-bench]") {
-  at::set_num_threads(2);
+  const char* threads_env = std::getenv("SD_BENCH_THREADS");
+  at::set_num_threads(threads_env ? std::max(1, std::atoi(threads_env)) : 2);
+  const char* case_env = std::getenv("SD_BENCH_CASE");
   struct Case {
     const char* name;
     Shape shape;
@@ -231,9 +252,10 @@ TEST_CASE("cpu_attention benchmark vs LibTorch ops", "[.bench][attention-bench]"
       {"vae mid", {1, 4096, 4096, 512}},
   };
   at::manual_seed(0);
-  std::printf("%-12s %-26s %-5s %12s %12s %10s %10s %8s %10s\n", "case", "shape", "dtype", "libtorch ms",
-              "fused ms", "lt GF/s", "fused GF/s", "speedup", "rel err");
+  std::printf("%-12s %-17s %-5s %11s %9s %8s %9s %8s %8s %8s %8s\n", "case", "shape", "dtype", "libtorch ms",
+              "fused ms", "speedup", "lt GF/s", "GF/s", "lt cpu", "cpu", "rel err");
   for (const Case& c : cases) {
+    if (case_env && std::string(c.name).find(case_env) == std::string::npos) continue;
     const Shape& s = c.shape;
     const double flops = 4.0 * s.batch * s.nq * s.nk * s.d;
     const int runs = flops > 5e9 ? 5 : flops > 5e8 ? 9 : 31;
@@ -243,7 +265,7 @@ TEST_CASE("cpu_attention benchmark vs LibTorch ops", "[.bench][attention-bench]"
       const at::Tensor v = at::randn({s.batch, s.nk, s.d}).to(dtype);
       const double scale = 1.0 / std::sqrt(static_cast<double>(s.d));
       at::Tensor base, fused;
-      const double t_base = median_ms(
+      const Timing t_base = median_time(
           [&] {
             // diffusers' AttnProcessor: baddbmm into an uninitialized buffer (beta 0), softmax, bmm.
             base = at::bmm(at::softmax(at::baddbmm(at::empty({s.batch, s.nq, s.nk}, q.options()), q,
@@ -252,14 +274,15 @@ TEST_CASE("cpu_attention benchmark vs LibTorch ops", "[.bench][attention-bench]"
                            v);
           },
           runs);
-      const double t_fused = median_ms([&] { fused = sd::kernels::cpu_attention(q, k, v, scale); }, runs);
+      const Timing t_fused = median_time([&] { fused = sd::kernels::cpu_attention(q, k, v, scale); }, runs);
       const auto cmp = golden::compare(fused, base, {0.0, 1.0});
       char shape[64];
       std::snprintf(shape, sizeof shape, "%ldx%ldx%ldx%ld", static_cast<long>(s.batch), static_cast<long>(s.nq),
                     static_cast<long>(s.nk), static_cast<long>(s.d));
-      std::printf("%-12s %-26s %-5s %12.2f %12.2f %10.1f %10.1f %7.2fx %10.2e\n", c.name, shape,
-                  dtype == at::kFloat ? "fp32" : "bf16", t_base, t_fused, flops / t_base / 1e6,
-                  flops / t_fused / 1e6, t_base / t_fused, cmp.rel);
+      std::printf("%-12s %-17s %-5s %11.2f %9.2f %7.2fx %9.1f %8.1f %8.1f %8.1f %8.1e\n", c.name, shape,
+                  dtype == at::kFloat ? "fp32" : "bf16", t_base.wall_ms, t_fused.wall_ms,
+                  t_base.wall_ms / t_fused.wall_ms, flops / t_base.wall_ms / 1e6, flops / t_fused.wall_ms / 1e6,
+                  t_base.cpu_ms, t_fused.cpu_ms, cmp.rel);
       std::fflush(stdout);
       CHECK(cmp.rel < (dtype == at::kFloat ? 1e-4 : 3e-2));
     }

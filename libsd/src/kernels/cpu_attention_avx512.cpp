@@ -206,22 +206,29 @@ SD_AVX512 void gemm_bf16(int64_t M, int64_t N, int64_t K2, const uint16_t* A, in
   });
 }
 
-// One online-softmax step for one row: s[0, n) holds this key block's scaled scores and becomes
-// exp(s - new max), with zeros up to the next multiple of 16 (the bf16 kernel reads key pairs).
-// Returns the factor that rescales what was accumulated under the previous maximum.
-SD_AVX512 float softmax_step(float* s, int64_t n, float* row_max, float* row_sum) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  __m512 vmax = _mm512_set1_ps(kNegInf);
+SD_AVX512 SD_ALWAYS_INLINE float row_max(const float* s, int64_t n) {
+  __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
   if (j < n) vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, lanes(n - j), s + j));
-  const float old_max = *row_max;
-  const float new_max = std::max(old_max, _mm512_reduce_max_ps(vmax));
-  const float alpha = old_max == kNegInf ? 0.f : std::exp(old_max - new_max);
+  return _mm512_reduce_max_ps(vmax);
+}
 
-  const __m512 m = _mm512_set1_ps(new_max);
+// Moves the running max of a row to include `block_max`; returns the factor that rescales what
+// was accumulated under the previous maximum (0 before the first block).
+SD_AVX512 SD_ALWAYS_INLINE float update_max(float* running_max, float block_max) {
+  const float old_max = *running_max;
+  *running_max = std::max(old_max, block_max);
+  return old_max == -std::numeric_limits<float>::infinity() ? 0.f : std::exp(old_max - *running_max);
+}
+
+// One online-softmax step for one row (fp32 kernel): s[0, n) holds this key block's scaled scores
+// and becomes exp(s - new max), zero up to the next multiple of 16. Returns the rescale factor.
+SD_AVX512 float softmax_step(float* s, int64_t n, float* running_max, float* running_sum) {
+  const float alpha = update_max(running_max, row_max(s, n));
+  const __m512 m = _mm512_set1_ps(*running_max);
   __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-  j = 0;
+  int64_t j = 0;
   for (; j + 32 <= n; j += 32) {
     const __m512 p0 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
     const __m512 p1 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j + 16), m));
@@ -236,8 +243,47 @@ SD_AVX512 float softmax_step(float* s, int64_t n, float* row_max, float* row_sum
     _mm512_storeu_ps(s + j, p);  // s rows hold a multiple of 16 floats
     sum0 = _mm512_add_ps(sum0, p);
   }
-  *row_max = new_max;
-  *row_sum = *row_sum * alpha + _mm512_reduce_add_ps(_mm512_add_ps(sum0, sum1));
+  *running_sum = *running_sum * alpha + _mm512_reduce_add_ps(_mm512_add_ps(sum0, sum1));
+  return alpha;
+}
+
+// exp for the bf16 kernel, whose probabilities are rounded to bf16 (relative 2^-9) right away:
+// the same range reduction with a degree-4 Taylor polynomial, relative error < 5e-5.
+SD_AVX512 SD_ALWAYS_INLINE __m512 exp_ps_for_bf16(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-104.f), x);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(1.f / 24), r, _mm512_set1_ps(1.f / 6));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(y, n);
+}
+
+// The bf16 kernel's step: reads the scores in s, writes the probabilities as bf16 to p16 (zero up
+// to the next multiple of 16, which pairs with V's zero padding). The sum uses the fp32 values.
+SD_AVX512BF16 float softmax_step_bf16(const float* s, uint16_t* p16, int64_t n, float* running_max,
+                                      float* running_sum) {
+  const float alpha = update_max(running_max, row_max(s, n));
+  const __m512 m = _mm512_set1_ps(*running_max);
+  __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    const __m512 p0 = exp_ps_for_bf16(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
+    const __m512 p1 = exp_ps_for_bf16(_mm512_sub_ps(_mm512_loadu_ps(s + j + 16), m));
+    _mm512_storeu_si512(p16 + j, (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
+    sum0 = _mm512_add_ps(sum0, p0);
+    sum1 = _mm512_add_ps(sum1, p1);
+  }
+  for (; j < n; j += 16) {
+    const __mmask16 mask = lanes(n - j);
+    const __m512 p =
+        _mm512_maskz_mov_ps(mask, exp_ps_for_bf16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, s + j), m)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p16 + j), (__m256i)_mm512_cvtneps_pbh(p));
+    sum0 = _mm512_add_ps(sum0, p);
+  }
+  *running_sum = *running_sum * alpha + _mm512_reduce_add_ps(_mm512_add_ps(sum0, sum1));
   return alpha;
 }
 
@@ -300,13 +346,8 @@ SD_AVX512BF16 void attention_task_bf16_avx512(const AttentionTask& t) {
     const int64_t n = std::min(t.key_block, t.nk - k0);
     gemm_bf16(t.rows, n, d2, t.q16, ld_q, kt + kb * t.kt_panel_stride, 2 * t.nb16, t.s, t.nb16, false, t.scale);
     for (int64_t r = 0; r < t.rows; ++r) {
-      float* s = t.s + r * t.nb16;
-      const float alpha = softmax_step(s, n, t.row_max + r, t.row_sum + r);
+      const float alpha = softmax_step_bf16(t.s + r * t.nb16, t.p16 + r * t.nb16, n, t.row_max + r, t.row_sum + r);
       if (alpha != 1.f) scale_row(t.o + r * ld_o, ld_o, alpha);
-      // The probabilities go to bf16 for the product with V (zeros past n pair up with V's padding).
-      uint16_t* p = t.p16 + r * t.nb16;
-      for (int64_t j = 0; j < n; j += 16)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + j)));
     }
     gemm_bf16(t.rows, t.d, (n + 1) / 2, t.p16, t.nb16, vp + (k0 / 2) * t.v_row_stride, t.v_row_stride, t.o, ld_o,
               true, 1.f);
