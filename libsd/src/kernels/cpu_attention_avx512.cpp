@@ -65,111 +65,144 @@ SD_AVX512 SD_ALWAYS_INLINE __m512 exp_ps(__m512 x) {
 }
 
 // ---- fp32 GEMM tile: C[MR x NV*16] = alpha * A B  (or C += A B), K steps -------------------------
-// A is read element-wise (broadcast), B row-wise; the last B/C vector is masked by `last`.
-template <int MR, int NV>
+// A is read element-wise (broadcast), B row-wise; the last B/C vector is masked by `last`. HALF:
+// the last vector has at most 8 columns and runs as a 256-bit vector (D = 40 is 16 + 16 + 8): on
+// CPUs that split zmm work in two halves (Zen 4) that is half the cost of a masked zmm.
+template <int MR, int NV, bool HALF>
 SD_AVX512 void tile_f32(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                         int64_t ldc, __mmask16 last, bool accumulate, float alpha) {
-  __m512 acc[MR][NV];
+  constexpr int NF = HALF ? NV - 1 : NV;  // full zmm vectors
+  const __mmask8 last8 = static_cast<__mmask8>(last);
+  __m512 acc[MR][NF > 0 ? NF : 1];
+  __m256 acc_half[MR];
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
+  for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)
+    for (int v = 0; v < NF; ++v)
       acc[r][v] = !accumulate ? _mm512_setzero_ps()
                   : v == NV - 1 ? _mm512_maskz_loadu_ps(last, C + r * ldc + 16 * v)
                                 : _mm512_loadu_ps(C + r * ldc + 16 * v);
+    if constexpr (HALF)
+      acc_half[r] = accumulate ? _mm256_maskz_loadu_ps(last8, C + r * ldc + 16 * NF) : _mm256_setzero_ps();
+  }
   for (int64_t k = 0; k < K; ++k) {
-    __m512 b[NV];
+    __m512 b[NF > 0 ? NF : 1];
+    __m256 b_half;
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)
+    for (int v = 0; v < NF; ++v)
       b[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, B + k * ldb + 16 * v) : _mm512_loadu_ps(B + k * ldb + 16 * v);
+    if constexpr (HALF) b_half = _mm256_maskz_loadu_ps(last8, B + k * ldb + 16 * NF);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(A[r * lda + k]);
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      for (int v = 0; v < NF; ++v) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      if constexpr (HALF) acc_half[r] = _mm256_fmadd_ps(_mm512_castps512_ps256(a), b_half, acc_half[r]);
     }
   }
   const __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
+  for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
+    for (int v = 0; v < NF; ++v) {
       const __m512 x = accumulate ? acc[r][v] : _mm512_mul_ps(acc[r][v], va);
       if (v == NV - 1)
         _mm512_mask_storeu_ps(C + r * ldc + 16 * v, last, x);
       else
         _mm512_storeu_ps(C + r * ldc + 16 * v, x);
     }
+    if constexpr (HALF)
+      _mm256_mask_storeu_ps(C + r * ldc + 16 * NF, last8,
+                            accumulate ? acc_half[r] : _mm256_mul_ps(acc_half[r], _mm512_castps512_ps256(va)));
+  }
 }
 
 // ---- bf16 GEMM tile: the same with vdpbf16ps over K2 pairs ---------------------------------------
 // A: rows of bf16 with pairs (a[2p], a[2p+1]) adjacent; B: pair rows of ldb bf16, lane c of a
 // vector holding the pair (b[2p][c], b[2p+1][c]).
-template <int MR, int NV>
+template <int MR, int NV, bool HALF>
 SD_AVX512BF16 void tile_bf16(int64_t K2, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
                              float* C, int64_t ldc, __mmask16 last, bool accumulate, float alpha) {
-  __m512 acc[MR][NV];
+  constexpr int NF = HALF ? NV - 1 : NV;
+  const __mmask8 last8 = static_cast<__mmask8>(last);
+  __m512 acc[MR][NF > 0 ? NF : 1];
+  __m256 acc_half[MR];
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
+  for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)
+    for (int v = 0; v < NF; ++v)
       acc[r][v] = !accumulate ? _mm512_setzero_ps()
                   : v == NV - 1 ? _mm512_maskz_loadu_ps(last, C + r * ldc + 16 * v)
                                 : _mm512_loadu_ps(C + r * ldc + 16 * v);
+    if constexpr (HALF)
+      acc_half[r] = accumulate ? _mm256_maskz_loadu_ps(last8, C + r * ldc + 16 * NF) : _mm256_setzero_ps();
+  }
   for (int64_t p = 0; p < K2; ++p) {
-    __m512bh b[NV];
+    __m512bh b[NF > 0 ? NF : 1];
+    __m256bh b_half;
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)
+    for (int v = 0; v < NF; ++v)
       b[v] = (__m512bh)(v == NV - 1 ? _mm512_maskz_loadu_epi32(last, B + p * ldb + 32 * v)
                                     : _mm512_loadu_si512(B + p * ldb + 32 * v));
+    if constexpr (HALF) b_half = (__m256bh)_mm256_maskz_loadu_epi32(last8, B + p * ldb + 32 * NF);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       int32_t pair;
       std::memcpy(&pair, A + r * lda + 2 * p, sizeof pair);
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+      const __m512i ai = _mm512_set1_epi32(pair);
+      const __m512bh a = (__m512bh)ai;
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], a, b[v]);
+      for (int v = 0; v < NF; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], a, b[v]);
+      if constexpr (HALF)
+        acc_half[r] = _mm256_dpbf16_ps(acc_half[r], (__m256bh)_mm512_castsi512_si256(ai), b_half);
     }
   }
   const __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
+  for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
+    for (int v = 0; v < NF; ++v) {
       const __m512 x = accumulate ? acc[r][v] : _mm512_mul_ps(acc[r][v], va);
       if (v == NV - 1)
         _mm512_mask_storeu_ps(C + r * ldc + 16 * v, last, x);
       else
         _mm512_storeu_ps(C + r * ldc + 16 * v, x);
     }
+    if constexpr (HALF)
+      _mm256_mask_storeu_ps(C + r * ldc + 16 * NF, last8,
+                            accumulate ? acc_half[r] : _mm256_mul_ps(acc_half[r], _mm512_castps512_ps256(va)));
+  }
 }
 
-// ---- tile tables: [MR-1][NV-1], only shapes within the accumulator budget exist ------------------
+// ---- tile tables: [HALF][MR-1][NV-1], only shapes within the accumulator budget exist ------------
 using TileF32 = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, __mmask16,
                          bool, float);
 using TileBf16 = void (*)(int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t, float*, int64_t,
                           __mmask16, bool, float);
 
-template <int MR, int NV>
+template <int MR, int NV, bool HALF>
 constexpr TileF32 pick_f32() {
-  if constexpr (MR * NV <= kMaxAcc) return &tile_f32<MR, NV>;
+  if constexpr (MR * NV <= kMaxAcc) return &tile_f32<MR, NV, HALF>;
   else return nullptr;
 }
-template <int MR, int NV>
+template <int MR, int NV, bool HALF>
 constexpr TileBf16 pick_bf16() {
-  if constexpr (MR * NV <= kMaxAcc) return &tile_bf16<MR, NV>;
+  if constexpr (MR * NV <= kMaxAcc) return &tile_bf16<MR, NV, HALF>;
   else return nullptr;
 }
 
-#define SD_TILE_ROW(pick, MR) \
-  { pick<MR, 1>(), pick<MR, 2>(), pick<MR, 3>(), pick<MR, 4>(), pick<MR, 5>(), pick<MR, 6>() }
-#define SD_TILE_TABLE(pick)                                                                   \
-  {                                                                                           \
-    SD_TILE_ROW(pick, 1), SD_TILE_ROW(pick, 2), SD_TILE_ROW(pick, 3), SD_TILE_ROW(pick, 4), \
-        SD_TILE_ROW(pick, 5), SD_TILE_ROW(pick, 6), SD_TILE_ROW(pick, 7), SD_TILE_ROW(pick, 8) \
+#define SD_TILE_ROW(pick, MR, H)                                                                  \
+  {                                                                                               \
+    pick<MR, 1, H>(), pick<MR, 2, H>(), pick<MR, 3, H>(), pick<MR, 4, H>(), pick<MR, 5, H>(), \
+        pick<MR, 6, H>()                                                                          \
   }
-const TileF32 kTilesF32[kMaxMr][kMaxNv] = SD_TILE_TABLE(pick_f32);
-const TileBf16 kTilesBf16[kMaxMr][kMaxNv] = SD_TILE_TABLE(pick_bf16);
+#define SD_TILE_TABLE(pick, H)                                                                                \
+  {                                                                                                           \
+    SD_TILE_ROW(pick, 1, H), SD_TILE_ROW(pick, 2, H), SD_TILE_ROW(pick, 3, H), SD_TILE_ROW(pick, 4, H), \
+        SD_TILE_ROW(pick, 5, H), SD_TILE_ROW(pick, 6, H), SD_TILE_ROW(pick, 7, H), SD_TILE_ROW(pick, 8, H) \
+  }
+const TileF32 kTilesF32[2][kMaxMr][kMaxNv] = {SD_TILE_TABLE(pick_f32, false), SD_TILE_TABLE(pick_f32, true)};
+const TileBf16 kTilesBf16[2][kMaxMr][kMaxNv] = {SD_TILE_TABLE(pick_bf16, false), SD_TILE_TABLE(pick_bf16, true)};
 #undef SD_TILE_TABLE
 #undef SD_TILE_ROW
 
@@ -184,24 +217,26 @@ SD_AVX512 SD_ALWAYS_INLINE void for_each_tile(int64_t M, int64_t N, Visit&& visi
     const int64_t nv = (nvec - v0 + (chunks - c) - 1) / (chunks - c);
     const int64_t j0 = v0 * 16;
     const int64_t cols = std::min(nv * 16, N - j0);
-    const __mmask16 last = lanes(cols - (nv - 1) * 16);
+    const int64_t last_cols = cols - (nv - 1) * 16;
+    const __mmask16 last = lanes(last_cols);
+    const int half = last_cols <= 8 ? 1 : 0;
     const int64_t mr_cap = std::min<int64_t>(kMaxMr, kMaxAcc / nv);
-    for (int64_t i0 = 0; i0 < M; i0 += mr_cap) visit(i0, std::min(mr_cap, M - i0), j0, nv, last);
+    for (int64_t i0 = 0; i0 < M; i0 += mr_cap) visit(i0, std::min(mr_cap, M - i0), j0, nv, half, last);
     v0 += nv;
   }
 }
 
 SD_AVX512 void gemm_f32(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                         int64_t ldb, float* C, int64_t ldc, bool accumulate, float alpha) {
-  for_each_tile(M, N, [&](int64_t i0, int64_t mr, int64_t j0, int64_t nv, __mmask16 last) {
-    kTilesF32[mr - 1][nv - 1](K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, last, accumulate, alpha);
+  for_each_tile(M, N, [&](int64_t i0, int64_t mr, int64_t j0, int64_t nv, int half, __mmask16 last) {
+    kTilesF32[half][mr - 1][nv - 1](K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, last, accumulate, alpha);
   });
 }
 
 SD_AVX512 void gemm_bf16(int64_t M, int64_t N, int64_t K2, const uint16_t* A, int64_t lda, const uint16_t* B,
                          int64_t ldb, float* C, int64_t ldc, bool accumulate, float alpha) {
-  for_each_tile(M, N, [&](int64_t i0, int64_t mr, int64_t j0, int64_t nv, __mmask16 last) {
-    kTilesBf16[mr - 1][nv - 1](K2, A + i0 * lda, lda, B + 2 * j0, ldb, C + i0 * ldc + j0, ldc, last, accumulate,
+  for_each_tile(M, N, [&](int64_t i0, int64_t mr, int64_t j0, int64_t nv, int half, __mmask16 last) {
+    kTilesBf16[half][mr - 1][nv - 1](K2, A + i0 * lda, lda, B + 2 * j0, ldb, C + i0 * ldc + j0, ldc, last, accumulate,
                                alpha);
   });
 }
