@@ -154,6 +154,22 @@ TEST_CASE("cpu_attention accepts strided views and matches the contiguous result
   }
 }
 
+TEST_CASE("cpu_attention gives the same bits with 1 and 2 threads", "[unit][attention]") {
+  // Rows are independent and every accumulation order is fixed by the shapes, not by the
+  // blocking that the thread count influences.
+  at::manual_seed(11);
+  const at::Tensor q = at::randn({3, 100, 40}), k = at::randn({3, 77, 40}), v = at::randn({3, 77, 40});
+  const int saved = at::get_num_threads();
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    at::set_num_threads(1);
+    const at::Tensor one = sd::kernels::cpu_attention(q.to(dtype), k.to(dtype), v.to(dtype), 0.3);
+    at::set_num_threads(2);
+    const at::Tensor two = sd::kernels::cpu_attention(q.to(dtype), k.to(dtype), v.to(dtype), 0.3);
+    CHECK(at::equal(one, two));
+  }
+  at::set_num_threads(saved);
+}
+
 TEST_CASE("cpu_attention rejects bad input with sd::Error", "[unit][attention]") {
   const at::Tensor q = at::randn({2, 5, 8}), k = at::randn({2, 6, 8}), v = at::randn({2, 6, 8});
   CHECK(sd::kernels::cpu_attention_supported(q, k, v));

@@ -10,14 +10,33 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 
+#include "core/log_macros.h"
 #include "kernels/cpu_attention_task.h"
 #include "sd/error.h"
 
 namespace sd::kernels {
 namespace {
+
+// at::parallel_for is a header template: with LibTorch's OpenMP backend (Debian's build) it runs
+// in parallel only in code compiled with -fopenmp, and silently on one thread otherwise.
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+constexpr bool kParallelForIsSerial = true;
+#else
+constexpr bool kParallelForIsSerial = false;
+#endif
+
+void warn_if_serial() {
+  if (!kParallelForIsSerial || at::get_num_threads() <= 1) return;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    SD_LOG_WARN("cpu_attention: libsd was compiled without OpenMP while LibTorch uses its OpenMP backend, so "
+                "at::parallel_for runs on one thread (build libsd with -fopenmp)");
+  });
+}
 
 using detail::AttentionTask;
 
@@ -280,6 +299,7 @@ at::Tensor cpu_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   plan.nk = k.size(1);
   plan.d = q.size(2);
   if (plan.batch == 0 || plan.nq == 0 || plan.d == 0) return at::zeros({plan.batch, plan.nq, plan.d}, q.options());
+  warn_if_serial();
   plan.blocks = choose_blocking(plan.batch, plan.nq, plan.nk, plan.d, options);
   plan.nb16 = round_up(plan.blocks.key_block, 16);
   plan.do16 = round_up(plan.d, 16);
