@@ -27,13 +27,13 @@ void write_json(const fs::path& path, const nlohmann::json& json) {
 fs::path make_small_sd15_folder(const fs::path& dir) {
   const fs::path sd15 = fs::path(LIBSD_SOURCE_DIR) / "weights/sd-v1-5";
   auto unet = sd::read_json_file(sd15 / "unet/config.json");
-  unet["block_out_channels"] = {32, 32, 64, 64};
+  unet["block_out_channels"] = {32, 64, 128, 128};  // widths change where SD 1.5's do
   unet["attention_head_dim"] = 2;
   unet["cross_attention_dim"] = 32;
   unet["norm_num_groups"] = 8;
   unet["sample_size"] = 8;
   auto vae = sd::read_json_file(sd15 / "vae/config.json");
-  vae["block_out_channels"] = {32, 32, 64, 64};
+  vae["block_out_channels"] = {32, 64, 128, 128};
   write_json(dir / "unet/config.json", unet);
   write_json(dir / "vae/config.json", vae);
   write_json(dir / "text_encoder/config.json",
@@ -88,7 +88,10 @@ TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers 
   sd::NamedTensors checkpoint;
   auto add = [&](const sd::StateDict& mapped, const sd::StateDict& small) {
     for (const auto& [diffusers_name, placeholder] : mapped) {
+      INFO("diffusers name " << diffusers_name);
+      REQUIRE(ldm_name_of.count(placeholder.data_ptr()) == 1);
       const std::string& ldm = ldm_name_of.at(placeholder.data_ptr());
+      REQUIRE(small.count(diffusers_name) == 1);
       auto w = small.at(diffusers_name);
       if (placeholders.at(ldm).dim() == 4 && w.dim() == 2) w = w.unsqueeze(-1).unsqueeze(-1);  // 1x1-conv attention
       checkpoint.emplace_back(ldm, w);
