@@ -32,6 +32,16 @@ c10::Device parse_device(const std::string& name) {
   return device;
 }
 
+// FTZ/DAZ live in each thread's MXCSR: set them on the calling thread and on every thread of the
+// OpenMP team LibTorch's kernels run on.
+void flush_denormals_on_all_threads() {
+  at::globalContext().setFlushDenormal(true);
+#ifdef _OPENMP
+#pragma omp parallel
+  { at::globalContext().setFlushDenormal(true); }
+#endif
+}
+
 // Convolution weights in channels-last: oneDNN (CPU) and cuDNN pick their fastest kernels for it.
 void to_channels_last(torch::nn::Module& module) {
   for (auto& p : module.parameters()) {
@@ -68,6 +78,7 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
   const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   if (threads > 0) at::set_num_threads(threads);
   set_attention_query_slice(options.attention_slice);
+  if (options.flush_denormals) flush_denormals_on_all_threads();
 
   c10::InferenceMode inference;
   auto impl = std::make_unique<Impl>(Impl{load_components(model, options), options, device});
