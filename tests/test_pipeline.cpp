@@ -5,7 +5,9 @@
 #include <fstream>
 
 #include "golden.h"
+#include "sd/error.h"
 #include "sd/pipeline.h"
+#include <ATen/autocast_mode.h>
 
 namespace {
 
@@ -102,4 +104,47 @@ TEST_CASE("A seeded generation is reproducible and the step callback can stop it
   auto stopped = tiny().generate("a cat", opt);
   CHECK(stopped.stopped);
   CHECK(calls == 2);
+}
+
+TEST_CASE("Precisions: bf16 and autocast run on the CPU and stay near fp32; fp16 fails clearly or runs",
+          "[unit][precision]") {
+  sd::GenerateOptions opt;
+  opt.width = opt.height = 64;
+  opt.steps = 3;
+  opt.seed = 1;
+  auto reference = tiny().generate("a lighthouse", opt).images01;
+  auto run = [&](sd::Precision precision, bool autocast) {
+    sd::LoadOptions load;
+    load.precision = precision;
+    load.autocast = autocast;
+    return sd::Pipeline::load(tiny_pipeline(), load).generate("a lighthouse", opt).images01;
+  };
+  for (bool autocast : {false, true}) {
+    INFO("autocast " << autocast);
+    auto image = run(sd::Precision::kBF16, autocast);
+    REQUIRE(image.sizes() == reference.sizes());
+    const double mse = (image - reference).pow(2).mean().item<double>();
+    const double psnr = 10 * std::log10(1.0 / std::max(mse, 1e-12));
+    std::printf("  bf16%s vs fp32: PSNR %.1f dB\n", autocast ? " autocast" : "", psnr);
+    CHECK(psnr > 20.0);  // reduced precision, same picture (tiny random weights amplify rounding)
+    CHECK(at::autocast::is_cpu_enabled() == false);  // the pipeline restored the thread's autocast state
+  }
+  try {
+    auto image = run(sd::Precision::kFP16, false);
+    CHECK(torch::isfinite(image).all().item<bool>());
+  } catch (const sd::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("fp16 is not supported on cpu"));
+  }
+}
+
+TEST_CASE("VAE slicing decodes a batch to the same images", "[unit][pipeline]") {
+  sd::LoadOptions load;
+  load.channels_last = false;
+  load.vae_slicing = true;
+  auto sliced = sd::Pipeline::load(tiny_pipeline(), load);
+  auto latents = torch::randn({3, 4, 8, 8});
+  auto a = sliced.decode(latents);
+  auto b = tiny().decode(latents);
+  CHECK(a.sizes() == torch::IntArrayRef({3, 3, 16, 16}));
+  CHECK(torch::allclose(a, b, 1e-5, 1e-5));
 }

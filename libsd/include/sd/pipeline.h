@@ -39,6 +39,7 @@ struct LoadOptions {
   int threads = 0;                     // CPU threads; 0 = all cores
   bool vae_encoder = false;            // also load the VAE encoder (image-to-image); text-to-image never needs it
   bool channels_last = true;           // channels-last memory format for the UNet and VAE convolutions
+  bool vae_slicing = false;            // decode a batch one image at a time (bounds decoder memory)
   int64_t attention_slice = 0;         // >0: attention in query slices of this many rows (bounds memory)
   // Flush denormal floats to zero (process-wide, x86 FTZ/DAZ). Denormals appear in the late steps and
   // make CPU kernels 10x slower; values below 1e-38 do not change an image.

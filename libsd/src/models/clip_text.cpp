@@ -32,7 +32,7 @@ torch::Tensor CLIPMLPImpl::forward(const torch::Tensor& x) {
 }
 
 CLIPEncoderLayerImpl::CLIPEncoderLayerImpl(const CLIPTextConfig& c) {
-  auto ln = [&] { return nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)); };
+  auto ln = [&] { return LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)); };
   self_attn = register_module("self_attn", CLIPAttention(c.hidden_size, c.num_attention_heads));
   layer_norm1 = register_module("layer_norm1", ln());
   mlp = register_module("mlp", CLIPMLP(c.hidden_size, c.intermediate_size, c.hidden_act == "quick_gelu"));
@@ -66,7 +66,7 @@ CLIPTextTransformerImpl::CLIPTextTransformerImpl(const CLIPTextConfig& c) {
   embeddings = register_module("embeddings", CLIPEmbeddings(c));
   encoder = register_module("encoder", CLIPEncoder(c));
   final_layer_norm = register_module(
-      "final_layer_norm", nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+      "final_layer_norm", LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
 }
 
 CLIPTextModelImpl::CLIPTextModelImpl(const CLIPTextConfig& c) : config(c) {

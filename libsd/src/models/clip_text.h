@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "models/configs.h"
+#include "models/layers.h"
 
 namespace sd {
 
@@ -27,7 +28,7 @@ struct CLIPEncoderLayerImpl : torch::nn::Module {
   explicit CLIPEncoderLayerImpl(const CLIPTextConfig& config);
   torch::Tensor forward(const torch::Tensor& x);
   CLIPAttention self_attn{nullptr};
-  torch::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+  LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
   CLIPMLP mlp{nullptr};
 };
 TORCH_MODULE(CLIPEncoderLayer);
@@ -50,7 +51,7 @@ struct CLIPTextTransformerImpl : torch::nn::Module {
   explicit CLIPTextTransformerImpl(const CLIPTextConfig& config);
   CLIPEmbeddings embeddings{nullptr};
   CLIPEncoder encoder{nullptr};
-  torch::nn::LayerNorm final_layer_norm{nullptr};
+  LayerNorm final_layer_norm{nullptr};
 };
 TORCH_MODULE(CLIPTextTransformer);
 

@@ -19,6 +19,16 @@ torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bo
   return emb;
 }
 
+torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
+  if (x.scalar_type() == weight.scalar_type()) return torch::nn::GroupNormImpl::forward(x);
+  return torch::group_norm(x.to(weight.scalar_type()), options.num_groups(), weight, bias, options.eps());
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  if (x.scalar_type() == weight.scalar_type()) return torch::nn::LayerNormImpl::forward(x);
+  return torch::layer_norm(x.to(weight.scalar_type()), options.normalized_shape(), weight, bias, options.eps());
+}
+
 TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in_channels, int64_t time_embed_dim) {
   linear_1 = register_module("linear_1", nn::Linear(in_channels, time_embed_dim));
   linear_2 = register_module("linear_2", nn::Linear(time_embed_dim, time_embed_dim));
@@ -29,10 +39,10 @@ torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& x) { return li
 ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels,
                                      int64_t groups, double eps, double output_scale_factor)
     : output_scale_factor(output_scale_factor) {
-  norm1 = register_module("norm1", nn::GroupNorm(nn::GroupNormOptions(groups, in_channels).eps(eps)));
+  norm1 = register_module("norm1", GroupNorm(nn::GroupNormOptions(groups, in_channels).eps(eps)));
   conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in_channels, out_channels, 3).padding(1)));
   if (temb_channels > 0) time_emb_proj = register_module("time_emb_proj", nn::Linear(temb_channels, out_channels));
-  norm2 = register_module("norm2", nn::GroupNorm(nn::GroupNormOptions(groups, out_channels).eps(eps)));
+  norm2 = register_module("norm2", GroupNorm(nn::GroupNormOptions(groups, out_channels).eps(eps)));
   conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(out_channels, out_channels, 3).padding(1)));
   if (in_channels != out_channels) {
     conv_shortcut = register_module("conv_shortcut", nn::Conv2d(nn::Conv2dOptions(in_channels, out_channels, 1)));
@@ -81,7 +91,7 @@ AttentionImpl::AttentionImpl(const Options& opts) : options(opts) {
   const int64_t context_dim = opts.cross_attention_dim > 0 ? opts.cross_attention_dim : opts.query_dim;
   if (opts.norm_groups > 0) {
     group_norm = register_module(
-        "group_norm", nn::GroupNorm(nn::GroupNormOptions(opts.norm_groups, opts.query_dim).eps(opts.norm_eps)));
+        "group_norm", GroupNorm(nn::GroupNormOptions(opts.norm_groups, opts.query_dim).eps(opts.norm_eps)));
   }
   to_q = register_module("to_q", nn::Linear(nn::LinearOptions(opts.query_dim, inner).bias(opts.qkv_bias)));
   to_k = register_module("to_k", nn::Linear(nn::LinearOptions(context_dim, inner).bias(opts.qkv_bias)));
@@ -132,7 +142,7 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head,
                                                      int64_t cross_attention_dim, bool upcast) {
-  auto ln = [&] { return nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-5)); };
+  auto ln = [&] { return LayerNorm(nn::LayerNormOptions({dim}).eps(1e-5)); };
   AttentionImpl::Options self;
   self.query_dim = dim;
   self.heads = heads;
@@ -159,7 +169,7 @@ Transformer2DModelImpl::Transformer2DModelImpl(int64_t channels, int64_t heads, 
                                                bool use_linear_projection, bool upcast)
     : use_linear_projection(use_linear_projection) {
   const int64_t inner = channels;  // heads * head_dim == channels in this family
-  norm = register_module("norm", nn::GroupNorm(nn::GroupNormOptions(groups, channels).eps(1e-6)));
+  norm = register_module("norm", GroupNorm(nn::GroupNormOptions(groups, channels).eps(1e-6)));
   if (use_linear_projection) {
     proj_in = nn::AnyModule(register_module("proj_in", nn::Linear(channels, inner)));
   } else {

@@ -17,6 +17,23 @@ T& at(torch::nn::ModuleList& list, size_t index) {
   return *list[index]->as<T>();
 }
 
+// GroupNorm that also accepts input in another dtype than its weights: under autocast
+// the convolutions hand it bf16/fp16 while its weights stay fp32 (LibTorch 1.13's CPU autocast does
+// not cover group_norm and fails there). Normalization then runs in the weights' dtype, as
+// autocast does for norms. Same parameter names as torch::nn::GroupNorm.
+struct GroupNormImpl : torch::nn::GroupNormImpl {
+  using torch::nn::GroupNormImpl::GroupNormImpl;
+  torch::Tensor forward(const torch::Tensor& x);
+};
+TORCH_MODULE(GroupNorm);
+
+// The same for LayerNorm (the transformer blocks' norms see bf16/fp16 activations under autocast).
+struct LayerNormImpl : torch::nn::LayerNormImpl {
+  using torch::nn::LayerNormImpl::LayerNormImpl;
+  torch::Tensor forward(const torch::Tensor& x);
+};
+TORCH_MODULE(LayerNorm);
+
 // Sinusoidal embedding of (possibly fractional) timesteps: [B] -> [B, dim], computed in fp32.
 torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
                                  double freq_shift);
@@ -33,7 +50,7 @@ struct ResnetBlock2DImpl : torch::nn::Module {
   ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels, int64_t groups, double eps,
                     double output_scale_factor = 1.0);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb = {});  // x: [B,Cin,H,W] temb: [B,Ct]
-  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};  // shortcut iff in != out
   torch::nn::Linear time_emb_proj{nullptr};
   double output_scale_factor;
@@ -75,7 +92,7 @@ struct AttentionImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context = {});
   // The VAE form: x [B, C, H, W] -> group_norm -> attention over H*W tokens -> + x.
   torch::Tensor forward_spatial(const torch::Tensor& x);
-  torch::nn::GroupNorm group_norm{nullptr};
+  GroupNorm group_norm{nullptr};
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out{nullptr};
   Options options;
@@ -100,7 +117,7 @@ TORCH_MODULE(FeedForward);
 struct BasicTransformerBlockImpl : torch::nn::Module {
   BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head, int64_t cross_attention_dim, bool upcast);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);  // x: [B, HW, dim]
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
+  LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   Attention attn1{nullptr}, attn2{nullptr};
   FeedForward ff{nullptr};
 };
@@ -110,7 +127,7 @@ struct Transformer2DModelImpl : torch::nn::Module {
   Transformer2DModelImpl(int64_t channels, int64_t heads, int64_t num_layers, int64_t cross_attention_dim,
                          int64_t groups, bool use_linear_projection, bool upcast);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);  // x: [B,C,H,W]
-  torch::nn::GroupNorm norm{nullptr};
+  GroupNorm norm{nullptr};
   torch::nn::AnyModule proj_in, proj_out;  // 1x1 Conv2d, or Linear with use_linear_projection (SD 2.x)
   torch::nn::ModuleList transformer_blocks{nullptr};
   bool use_linear_projection;

@@ -68,7 +68,7 @@ EncoderImpl::EncoderImpl(const VAEConfig& c) {
   }
   mid_block = register_module("mid_block", VAEMidBlock(ch[n - 1], c.norm_num_groups));
   conv_norm_out =
-      register_module("conv_norm_out", nn::GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[n - 1]).eps(kVAEEps)));
+      register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[n - 1]).eps(kVAEEps)));
   conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[n - 1], 2 * c.latent_channels, 3).padding(1)));
 }
 
@@ -93,7 +93,7 @@ DecoderImpl::DecoderImpl(const VAEConfig& c) {
                                   /*resample=*/i + 1 < n));
   }
   conv_norm_out =
-      register_module("conv_norm_out", nn::GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[0]).eps(kVAEEps)));
+      register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[0]).eps(kVAEEps)));
   conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[0], c.out_channels, 3).padding(1)));
 }
 

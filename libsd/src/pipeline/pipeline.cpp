@@ -42,6 +42,25 @@ void flush_denormals_on_all_threads() {
 #endif
 }
 
+// Not every LibTorch build has every kernel in every dtype (1.13's CPU build has no fp16 LayerNorm).
+// Try the model's operations once on tiny inputs, so the user learns it at load time, clearly.
+void check_dtype_supported(const c10::Device& device, c10::ScalarType dtype, Precision precision) {
+  if (dtype == c10::kFloat) return;
+  try {
+    auto opts = torch::TensorOptions().device(device).dtype(dtype);
+    auto x = torch::ones({1, 4, 4, 4}, opts);
+    torch::group_norm(x, 2, torch::ones({4}, opts), torch::zeros({4}, opts));
+    torch::layer_norm(x, {4}, torch::ones({4}, opts), torch::zeros({4}, opts));
+    torch::conv2d(x, torch::ones({4, 4, 3, 3}, opts), {}, 1, 1);
+    torch::softmax(torch::gelu(x), -1);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    SD_FAIL("precision ", precision_name(precision), " is not supported on ", device.str(), " by this LibTorch (",
+            what, "); use ", device.is_cpu() ? "bf16 or fp32" : "fp32 or tf32");
+  }
+}
+
 // Convolution weights in channels-last: oneDNN (CPU) and cuDNN pick their fastest kernels for it.
 void to_channels_last(torch::nn::Module& module) {
   for (auto& p : module.parameters()) {
@@ -81,8 +100,10 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
   if (options.flush_denormals) flush_denormals_on_all_threads();
 
   c10::InferenceMode inference;
+  const c10::ScalarType dtype = weight_dtype(options.precision, options.autocast);
+  check_dtype_supported(device, dtype, options.precision);
   auto impl = std::make_unique<Impl>(Impl{load_components(model, options), options, device});
-  impl->dtype = weight_dtype(options.precision, options.autocast);
+  impl->dtype = dtype;
   auto& p = impl->parts;
   for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(p.text_encoder.get()),
                                static_cast<torch::nn::Module*>(p.unet.get()), static_cast<torch::nn::Module*>(p.vae.get())}) {
@@ -139,7 +160,17 @@ at::Tensor Pipeline::decode(const at::Tensor& latents) {
   c10::InferenceMode inference;
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
   const double scaling = impl_->parts.info.vae_scaling_factor;
-  auto image = impl_->parts.vae->decode(impl_->model_input(latents / scaling)).to(torch::kFloat);
+  auto decode_one = [&](const torch::Tensor& z) {
+    return impl_->parts.vae->decode(impl_->model_input(z / scaling)).to(torch::kFloat);
+  };
+  torch::Tensor image;
+  if (impl_->options.vae_slicing && latents.size(0) > 1) {
+    std::vector<torch::Tensor> parts;
+    for (int64_t i = 0; i < latents.size(0); ++i) parts.push_back(decode_one(latents.narrow(0, i, 1)));
+    image = torch::cat(parts);
+  } else {
+    image = decode_one(latents);
+  }
   return (image / 2 + 0.5).clamp(0, 1).contiguous();
 }
 
