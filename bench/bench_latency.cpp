@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
+#include <optional>
 
 #include "common.h"
 #include "cuda_stats.h"
@@ -21,7 +23,7 @@ struct LatencyArgs {
   sd_bench::OutputOptions output;
   std::string precisions = "fp32", batches = "1", steps = "50";
   int warmup = 1, repeats = 3;
-  double peak_tflops = 0;
+  std::string peak_tflops;  // "X" for every precision, or "fp32=X,bf16=Y,..."
   bool flops_only = false;
 };
 
@@ -45,6 +47,34 @@ Row lambda_row(const Row& row) {
   const auto& memory = row["reserved_after_run_bytes"].is_null() ? row["peak_rss_bytes"] : row["reserved_after_run_bytes"];
   out["memory"] = memory.is_null() ? Row(nullptr) : Row(memory.get<double>() / 1e9);
   return out;
+}
+
+// --peak-tflops: "" -> none; "X" -> X for every precision (key ""); "fp32=X,bf16=Y" -> per precision label.
+std::map<std::string, double> parse_peaks(const std::string& text) {
+  std::map<std::string, double> out;
+  for (const auto& item : sd_bench::split_list(text)) {
+    const auto eq = item.find('=');
+    const std::string key = eq == std::string::npos ? "" : item.substr(0, eq);
+    const std::string number = eq == std::string::npos ? item : item.substr(eq + 1);
+    double value = 0;
+    size_t used = 0;
+    try {
+      value = std::stod(number, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    SD_CHECK(used == number.size() && value > 0, "--peak-tflops: expected a positive number or PRECISION=NUMBER, got '",
+             item, "'");
+    if (!key.empty()) sd_bench::parse_precision(key);  // a known name
+    out[key] = value;
+  }
+  return out;
+}
+
+std::optional<double> peak_for(const std::map<std::string, double>& peaks, const std::string& precision) {
+  if (auto it = peaks.find(precision); it != peaks.end()) return it->second;
+  if (auto it = peaks.find(""); it != peaks.end()) return it->second;
+  return std::nullopt;
 }
 
 Row flops_row(const LatencyArgs& a, int batch) {
@@ -71,6 +101,7 @@ int run(const LatencyArgs& a) {
   const auto step_counts = sd_bench::parse_positive_int_list(a.steps, "--steps");
   SD_CHECK(a.repeats >= 1, "--repeats must be at least 1, got ", a.repeats);
   SD_CHECK(a.warmup >= 0, "--warmup must be >= 0, got ", a.warmup);
+  const auto peaks = parse_peaks(a.peak_tflops);
 
   if (a.flops_only) {
     std::vector<Row> rows;
@@ -95,93 +126,98 @@ int run(const LatencyArgs& a) {
   sd_bench::Table table({"precision", "batch", "steps", "latency s (median)", "p90", "stdev", "UNet s/eval", "TFLOP/s",
                          "text enc s", "VAE s", "peak mem"});
 
+  std::vector<std::string> failures;
   for (const auto& precision : precisions) {
-    progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
-    auto pipe = sd::Pipeline::load(a.common.model, sd_bench::make_load_options(a.common, precision));
-    const double load_s = pipe.info().load_s;
-    for (int batch : batches) {
-      const auto flops = sd_bench::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
-      for (int steps : step_counts) {
-        const auto gen = sd_bench::make_generate_options(a.common, steps, batch);
-        const std::string config = precision.label + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
-        // A new peak window per configuration: loading and earlier configurations do not count.
-        if (cuda) {
-          sd_bench::cuda_empty_cache();
-          sd_bench::cuda_reset_peak_memory(cuda_index);
-        }
-        const bool rss_window = sd_bench::reset_peak_rss();
-        for (int w = 0; w < a.warmup; ++w) {
-          progress(config + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(a.warmup));
-          pipe.generate(a.common.prompt, gen);
-        }
-        std::vector<double> latency, unet, text, decode, scheduler, denoise;
-        int unet_evals = 0;
-        for (int r = 0; r < a.repeats; ++r) {
-          const auto result = pipe.generate(a.common.prompt, gen);
-          const auto& t = result.timings;
-          latency.push_back(t.total_s);
-          unet.insert(unet.end(), t.unet_s.begin(), t.unet_s.end());
-          text.push_back(t.text_encoder_s + t.tokenize_s);
-          decode.push_back(t.decode_s);
-          scheduler.push_back(sd_bench::sum(t.scheduler_s));
-          denoise.push_back(t.denoise_s);
-          unet_evals = static_cast<int>(t.unet_s.size());
-          progress(config + ": run " + std::to_string(r + 1) + "/" + std::to_string(a.repeats) + " " +
-                   sd_bench::fixed(t.total_s, 3) + " s");
-        }
-        const auto memory = sd_bench::cuda_memory(cuda_index);
-        const auto lat = sd_bench::summarize(latency);
-        const auto per_eval = sd_bench::summarize(unet);
-        const double tflops = per_eval.median > 0 ? flops.unet.total() / per_eval.median / 1e12 : 0.0;
-        const double decode_s = sd_bench::summarize(decode).median;
+    // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
+    sd_bench::guarded(precision.label, &failures, [&] {
+      progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
+      auto pipe = sd::Pipeline::load(a.common.model, sd_bench::make_load_options(a.common, precision));
+      const double load_s = pipe.info().load_s;
+      for (int batch : batches) {
+        const auto flops = sd_bench::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
+        for (int steps : step_counts) {
+          const auto gen = sd_bench::make_generate_options(a.common, steps, batch);
+          const std::string config = precision.label + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
+          // A new peak window per configuration: loading and earlier configurations do not count.
+          if (cuda) {
+            sd_bench::cuda_empty_cache();
+            sd_bench::cuda_reset_peak_memory(cuda_index);
+          }
+          const bool rss_window = sd_bench::reset_peak_rss();
+          for (int w = 0; w < a.warmup; ++w) {
+            progress(config + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(a.warmup));
+            pipe.generate(a.common.prompt, gen);
+          }
+          std::vector<double> latency, unet, text, decode, scheduler, denoise;
+          int unet_evals = 0;
+          for (int r = 0; r < a.repeats; ++r) {
+            const auto result = pipe.generate(a.common.prompt, gen);
+            const auto& t = result.timings;
+            latency.push_back(t.total_s);
+            unet.insert(unet.end(), t.unet_s.begin(), t.unet_s.end());
+            text.push_back(t.text_encoder_s + t.tokenize_s);
+            decode.push_back(t.decode_s);
+            scheduler.push_back(sd_bench::sum(t.scheduler_s));
+            denoise.push_back(t.denoise_s);
+            unet_evals = static_cast<int>(t.unet_s.size());
+            progress(config + ": run " + std::to_string(r + 1) + "/" + std::to_string(a.repeats) + " " +
+                     sd_bench::fixed(t.total_s, 3) + " s");
+          }
+          const auto memory = sd_bench::cuda_memory(cuda_index);
+          const auto lat = sd_bench::summarize(latency);
+          const auto per_eval = sd_bench::summarize(unet);
+          const double tflops = per_eval.median > 0 ? flops.unet.total() / per_eval.median / 1e12 : 0.0;
+          const double decode_s = sd_bench::summarize(decode).median;
 
-        Row row;
-        row["device"] = device;
-        row["device_type"] = cuda ? "cuda" : "cpu";
-        row["libtorch"] = sd_bench::libtorch_version();
-        row["git_revision"] = sd_bench::git_revision();
-        row["threads"] = at::get_num_threads();
-        row["model"] = a.common.model;
-        row["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
-        row["autocast"] = precision.autocast;
-        row["channels_last"] = !a.common.no_channels_last;
-        row["scheduler"] = a.common.scheduler;
-        row["steps"] = steps;
-        row["batch"] = batch;
-        row["height"] = a.common.height;
-        row["width"] = a.common.width;
-        row["guidance"] = a.common.guidance;
-        row["warmup"] = a.warmup;
-        row["repeats"] = a.repeats;
-        row["load_s"] = load_s;
-        row["latency_s"] = sd_bench::stats_json(lat);
-        row["unet_eval_s"] = sd_bench::stats_json(per_eval);
-        row["unet_evals"] = unet_evals;
-        row["text_encoder_s"] = sd_bench::summarize(text).median;
-        row["scheduler_s"] = sd_bench::summarize(scheduler).median;
-        row["vae_decode_s"] = decode_s;
-        row["denoise_s"] = sd_bench::summarize(denoise).median;
-        row["images_per_min"] = lat.median > 0 ? 60.0 * batch / lat.median : 0.0;
-        row["peak_rss_bytes"] = sd_bench::optional_json(sd_bench::peak_rss_bytes());
-        row["peak_rss_window"] = rss_window ? "configuration" : "process";
-        row["peak_device_allocated_bytes"] = memory ? Row(memory->peak_allocated) : Row(nullptr);
-        row["peak_device_reserved_bytes"] = memory ? Row(memory->peak_reserved) : Row(nullptr);
-        row["reserved_after_run_bytes"] = memory ? Row(memory->reserved) : Row(nullptr);
-        row["unet_batch"] = flops.unet_batch;
-        row["unet_gflop"] = flops.unet.total() / 1e9;
-        row["unet_tflops"] = tflops;
-        row["vae_decode_tflops"] = decode_s > 0 ? flops.vae_decode.total() / decode_s / 1e12 : 0.0;
-        row["peak_tflops"] = a.peak_tflops > 0 ? Row(a.peak_tflops) : Row(nullptr);
-        row["fraction_of_peak"] = a.peak_tflops > 0 ? Row(tflops / a.peak_tflops) : Row(nullptr);
-        rows.push_back(row);
+          Row row;
+          row["device"] = device;
+          row["device_type"] = cuda ? "cuda" : "cpu";
+          row["libtorch"] = sd_bench::libtorch_version();
+          row["git_revision"] = sd_bench::git_revision();
+          row["threads"] = at::get_num_threads();
+          row["model"] = a.common.model;
+          row["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
+          row["autocast"] = precision.autocast;
+          row["channels_last"] = !a.common.no_channels_last;
+          row["scheduler"] = a.common.scheduler;
+          row["steps"] = steps;
+          row["batch"] = batch;
+          row["height"] = a.common.height;
+          row["width"] = a.common.width;
+          row["guidance"] = a.common.guidance;
+          row["warmup"] = a.warmup;
+          row["repeats"] = a.repeats;
+          row["load_s"] = load_s;
+          row["latency_s"] = sd_bench::stats_json(lat);
+          row["unet_eval_s"] = sd_bench::stats_json(per_eval);
+          row["unet_evals"] = unet_evals;
+          row["text_encoder_s"] = sd_bench::summarize(text).median;
+          row["scheduler_s"] = sd_bench::summarize(scheduler).median;
+          row["vae_decode_s"] = decode_s;
+          row["denoise_s"] = sd_bench::summarize(denoise).median;
+          row["images_per_min"] = lat.median > 0 ? 60.0 * batch / lat.median : 0.0;
+          row["peak_rss_bytes"] = sd_bench::optional_json(sd_bench::peak_rss_bytes());
+          row["peak_rss_window"] = rss_window ? "configuration" : "process";
+          row["peak_device_allocated_bytes"] = memory ? Row(memory->peak_allocated) : Row(nullptr);
+          row["peak_device_reserved_bytes"] = memory ? Row(memory->peak_reserved) : Row(nullptr);
+          row["reserved_after_run_bytes"] = memory ? Row(memory->reserved) : Row(nullptr);
+          row["unet_batch"] = flops.unet_batch;
+          row["unet_gflop"] = flops.unet.total() / 1e9;
+          row["unet_tflops"] = tflops;
+          row["vae_decode_tflops"] = decode_s > 0 ? flops.vae_decode.total() / decode_s / 1e12 : 0.0;
+          const auto peak = peak_for(peaks, precision.label);
+          row["peak_tflops"] = peak ? Row(*peak) : Row(nullptr);
+          row["fraction_of_peak"] = peak ? Row(tflops / *peak) : Row(nullptr);
+          rows.push_back(row);
 
-        const auto peak_memory = memory ? std::optional<int64_t>(memory->peak_reserved) : sd_bench::peak_rss_bytes();
-        table.add({precision.label, std::to_string(batch), std::to_string(steps), sd_bench::fixed(lat.median, 3),
-                   sd_bench::fixed(lat.p90, 3), sd_bench::fixed(lat.stdev, 3), sd_bench::fixed(per_eval.median, 3),
-                   sd_bench::fixed(tflops, 3), sd_bench::fixed(row["text_encoder_s"], 3), sd_bench::fixed(decode_s, 3),
-                   sd_bench::format_bytes(peak_memory)});
+          const auto peak_memory = memory ? std::optional<int64_t>(memory->peak_reserved) : sd_bench::peak_rss_bytes();
+          table.add({precision.label, std::to_string(batch), std::to_string(steps), sd_bench::fixed(lat.median, 3),
+                     sd_bench::fixed(lat.p90, 3), sd_bench::fixed(lat.stdev, 3), sd_bench::fixed(per_eval.median, 3),
+                     sd_bench::fixed(tflops, 3), sd_bench::fixed(row["text_encoder_s"], 3), sd_bench::fixed(decode_s, 3),
+                     sd_bench::format_bytes(peak_memory)});
+        }
       }
-    }
+    });
   }
 
   std::cout << "device: " << device << "  LibTorch " << sd_bench::libtorch_version() << "  git "
@@ -198,7 +234,7 @@ int run(const LatencyArgs& a) {
       sd_bench::append_csv_rows(a.output.csv, rows);
     }
   }
-  return 0;
+  return sd_bench::report_failures(failures);
 }
 
 }  // namespace
@@ -213,7 +249,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", a.steps, "comma list of step counts")->capture_default_str();
   app.add_option("--warmup", a.warmup, "untimed generations per configuration")->capture_default_str();
   app.add_option("--repeats", a.repeats, "timed generations per configuration")->capture_default_str();
-  app.add_option("--peak-tflops", a.peak_tflops, "the device's peak TFLOP/s, for fraction_of_peak");
+  app.add_option("--peak-tflops", a.peak_tflops,
+                 "the device's peak TFLOP/s for fraction_of_peak: one number, or per precision as fp32=X,bf16=Y");
   app.add_flag("--flops-only", a.flops_only, "print the analytic FLOP counts and exit (loads no weights)");
   return sd_bench::run_tool(app, argc, argv, [&] { return run(a); });
 }

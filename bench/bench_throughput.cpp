@@ -209,72 +209,76 @@ int run(ThroughputArgs& a) {
   std::vector<Row> measurements, summaries;
   sd_bench::Table table({"precision", "kind", "batch", "ok", "latency s", "images/min", "peak mem"});
   std::string summary_text;
+  std::vector<std::string> failures;
   for (const auto& precision : precisions) {
-    progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
-    auto pipe = sd::Pipeline::load(a.common.model, sd_bench::make_load_options(a.common, precision));
-    Runner runner(a, precision, pipe, progress);
-    for (int w = 0; w < a.warmup; ++w) {
-      progress(precision.label + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(a.warmup) + " at batch 1");
-      runner.generate_once(1);
-    }
-    for (int batch : grid) runner.attempt(batch, "grid");
-    int max_batch = 0, first_failed = 0;
-    if (!a.no_search) {
-      std::tie(max_batch, first_failed) = search_max_batch(runner, a.max_batch);
-    } else {
+    // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
+    sd_bench::guarded(precision.label, &failures, [&] {
+      progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
+      auto pipe = sd::Pipeline::load(a.common.model, sd_bench::make_load_options(a.common, precision));
+      Runner runner(a, precision, pipe, progress);
+      for (int w = 0; w < a.warmup; ++w) {
+        progress(precision.label + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(a.warmup) + " at batch 1");
+        runner.generate_once(1);
+      }
+      for (int batch : grid) runner.attempt(batch, "grid");
+      int max_batch = 0, first_failed = 0;
+      if (!a.no_search) {
+        std::tie(max_batch, first_failed) = search_max_batch(runner, a.max_batch);
+      } else {
+        for (const auto& [batch, attempt] : runner.done()) {
+          if (attempt.ok) max_batch = std::max(max_batch, batch);
+          if (!attempt.ok && (first_failed == 0 || batch < first_failed)) first_failed = batch;
+        }
+      }
+      std::optional<double> ipm1, ipm_max;
+      double best = 0;
+      int best_batch = 0;
       for (const auto& [batch, attempt] : runner.done()) {
-        if (attempt.ok) max_batch = std::max(max_batch, batch);
-        if (!attempt.ok && (first_failed == 0 || batch < first_failed)) first_failed = batch;
+        if (!attempt.ok) continue;
+        const double ipm = attempt.row["images_per_min"];
+        if (batch == 1) ipm1 = ipm;
+        if (batch == max_batch) ipm_max = ipm;
+        if (ipm > best) {
+          best = ipm;
+          best_batch = batch;
+        }
       }
-    }
-    std::optional<double> ipm1, ipm_max;
-    double best = 0;
-    int best_batch = 0;
-    for (const auto& [batch, attempt] : runner.done()) {
-      if (!attempt.ok) continue;
-      const double ipm = attempt.row["images_per_min"];
-      if (batch == 1) ipm1 = ipm;
-      if (batch == max_batch) ipm_max = ipm;
-      if (ipm > best) {
-        best = ipm;
-        best_batch = batch;
+      for (auto& row : runner.rows()) {
+        measurements.push_back(row);
+        const bool ok = row["ok"];
+        table.add({precision.label, row["kind"], row["batch"].dump(), ok ? "yes" : "NO",
+                   ok ? sd_bench::fixed(row["latency_s"], 3) : "-", ok ? sd_bench::fixed(row["images_per_min"], 2) : "-",
+                   sd_bench::format_bytes(peak_memory_of(row))});
       }
-    }
-    for (auto& row : runner.rows()) {
-      measurements.push_back(row);
-      const bool ok = row["ok"];
-      table.add({precision.label, row["kind"], row["batch"].dump(), ok ? "yes" : "NO",
-                 ok ? sd_bench::fixed(row["latency_s"], 3) : "-", ok ? sd_bench::fixed(row["images_per_min"], 2) : "-",
-                 sd_bench::format_bytes(peak_memory_of(row))});
-    }
-    Row summary;
-    summary["kind"] = "summary";
-    summary["device"] = sd_bench::device_name(a.common.device);
-    summary["libtorch"] = sd_bench::libtorch_version();
-    summary["git_revision"] = sd_bench::git_revision();
-    summary["model"] = a.common.model;
-    summary["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
-    summary["autocast"] = precision.autocast;
-    summary["steps"] = a.steps;
-    summary["height"] = a.common.height;
-    summary["width"] = a.common.width;
-    summary["searched"] = !a.no_search;
-    summary["max_batch"] = max_batch;
-    summary["max_batch_limit"] = a.max_batch;
-    summary["first_failed_batch"] = first_failed > 0 ? Row(first_failed) : Row(nullptr);
-    summary["images_per_min_batch1"] = ipm1 ? Row(*ipm1) : Row(nullptr);
-    summary["images_per_min_max_batch"] = ipm_max ? Row(*ipm_max) : Row(nullptr);
-    summary["best_batch"] = best_batch > 0 ? Row(best_batch) : Row(nullptr);
-    summary["best_images_per_min"] = best_batch > 0 ? Row(best) : Row(nullptr);
-    summary["gain_over_batch1"] = ipm1 && ipm_max && *ipm1 > 0 ? Row(*ipm_max / *ipm1) : Row(nullptr);
-    summaries.push_back(summary);
-    summary_text += precision.label + ": max batch " + std::to_string(max_batch) +
-                    (first_failed > 0 ? " (batch " + std::to_string(first_failed) + " failed)"
-                                      : " (no failure up to --max-batch " + std::to_string(a.max_batch) + ")") +
-                    (summary["gain_over_batch1"].is_null()
-                         ? std::string()
-                         : ", images/min x" + sd_bench::fixed(summary["gain_over_batch1"], 2) + " over batch 1") +
-                    "\n";
+      Row summary;
+      summary["kind"] = "summary";
+      summary["device"] = sd_bench::device_name(a.common.device);
+      summary["libtorch"] = sd_bench::libtorch_version();
+      summary["git_revision"] = sd_bench::git_revision();
+      summary["model"] = a.common.model;
+      summary["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
+      summary["autocast"] = precision.autocast;
+      summary["steps"] = a.steps;
+      summary["height"] = a.common.height;
+      summary["width"] = a.common.width;
+      summary["searched"] = !a.no_search;
+      summary["max_batch"] = max_batch;
+      summary["max_batch_limit"] = a.max_batch;
+      summary["first_failed_batch"] = first_failed > 0 ? Row(first_failed) : Row(nullptr);
+      summary["images_per_min_batch1"] = ipm1 ? Row(*ipm1) : Row(nullptr);
+      summary["images_per_min_max_batch"] = ipm_max ? Row(*ipm_max) : Row(nullptr);
+      summary["best_batch"] = best_batch > 0 ? Row(best_batch) : Row(nullptr);
+      summary["best_images_per_min"] = best_batch > 0 ? Row(best) : Row(nullptr);
+      summary["gain_over_batch1"] = ipm1 && ipm_max && *ipm1 > 0 ? Row(*ipm_max / *ipm1) : Row(nullptr);
+      summaries.push_back(summary);
+      summary_text += precision.label + ": max batch " + std::to_string(max_batch) +
+                      (first_failed > 0 ? " (batch " + std::to_string(first_failed) + " failed)"
+                                        : " (no failure up to --max-batch " + std::to_string(a.max_batch) + ")") +
+                      (summary["gain_over_batch1"].is_null()
+                           ? std::string()
+                           : ", images/min x" + sd_bench::fixed(summary["gain_over_batch1"], 2) + " over batch 1") +
+                      "\n";
+    });
   }
 
   std::cout << "device: " << sd_bench::device_name(a.common.device) << "  LibTorch " << sd_bench::libtorch_version()
@@ -295,7 +299,7 @@ int run(ThroughputArgs& a) {
       sd_bench::append_csv_rows(a.output.csv, measurements);
     }
   }
-  return 0;
+  return sd_bench::report_failures(failures);
 }
 
 }  // namespace

@@ -435,6 +435,25 @@ void Progress::operator()(const std::string& message) const {
   std::fflush(stderr);
 }
 
+bool guarded(const std::string& what, std::vector<std::string>* failures, const std::function<void()>& body) {
+  try {
+    body();
+    return true;
+  } catch (const std::exception& e) {
+    const std::string message = what + ": " + without_backtrace(e.what());
+    std::fprintf(stderr, "error: %s\n", message.c_str());
+    failures->push_back(message);
+    return false;
+  }
+}
+
+int report_failures(const std::vector<std::string>& failures) {
+  if (failures.empty()) return 0;
+  std::fprintf(stderr, "%zu configuration(s) failed:\n", failures.size());
+  for (const auto& f : failures) std::fprintf(stderr, "  %s\n", f.c_str());
+  return 1;
+}
+
 int run_tool(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
   try {
     app.parse(argc, argv);

@@ -147,6 +147,13 @@ class Progress {
   bool quiet_;
 };
 
+// Runs one configuration's measurements. An exception is reported on stderr ("error: what: ...")
+// and collected instead of ending the program, so the other configurations still run and the rows
+// measured so far are still written. Returns false if `body` threw.
+bool guarded(const std::string& what, std::vector<std::string>* failures, const std::function<void()>& body);
+// 0 if nothing failed, else 1 after listing the failures on stderr.
+int report_failures(const std::vector<std::string>& failures);
+
 // Runs `body`, turning exceptions into "error: ..." on stderr and exit codes (1 runtime, 2 usage).
 int run_tool(CLI::App& app, int argc, char** argv, const std::function<int()>& body);
 
