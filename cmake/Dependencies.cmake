@@ -26,6 +26,7 @@ find_path(STB_INCLUDE_DIR NAMES stb_image_write.h PATH_SUFFIXES stb)
 libsd_require(STB_INCLUDE_DIR libstb-dev "stb_image_write.h")
 
 find_package(Threads REQUIRED)
+find_package(OpenMP QUIET)
 
 if(LIBSD_BUILD_TOOLS OR LIBSD_BUILD_BENCH)
   find_package(CLI11 QUIET)

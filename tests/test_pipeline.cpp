@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 
 #include "golden.h"
 #include "sd/pipeline.h"

@@ -6,11 +6,19 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/cpu_attention.h"
 
 namespace sd {
 namespace {
 
 std::atomic<int64_t> g_query_slice{0};
+std::atomic<AttentionBackend> g_backend{[] {
+  const char* env = std::getenv("LIBSD_ATTENTION");
+  return env != nullptr && std::strcmp(env, "ops") == 0 ? AttentionBackend::kOps : AttentionBackend::kAuto;
+}()};
 
 // [B, N, H*D] -> [B*H, N, D]
 torch::Tensor split_heads(const torch::Tensor& x, int64_t heads) {
@@ -45,6 +53,9 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
 
 }  // namespace
 
+void set_attention_backend(AttentionBackend backend) { g_backend = backend; }
+AttentionBackend attention_backend() { return g_backend; }
+
 void set_attention_query_slice(int64_t rows) { g_query_slice = rows < 0 ? 0 : rows; }
 int64_t attention_query_slice() { return g_query_slice; }
 
@@ -55,7 +66,7 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
 #if TORCH_VERSION_MAJOR >= 2
   // LibTorch 2.x: the fused kernels (flash / memory-efficient on CUDA). Upcast keeps the
   // reference's fp32 scores, which SDPA does not offer, so it takes the explicit path.
-  if (!options.upcast && attention_query_slice() == 0) {
+  if (attention_backend() == AttentionBackend::kAuto && !options.upcast && attention_query_slice() == 0) {
     auto b = q.size(0);
     auto q4 = q.reshape({b, q.size(1), heads, head_dim}).transpose(1, 2);
     auto k4 = k.reshape({b, k.size(1), heads, head_dim}).transpose(1, 2);
@@ -65,6 +76,12 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
   }
 #endif
   auto qh = split_heads(q, heads), kh = split_heads(k, heads), vh = split_heads(v, heads);
+  // The fused kernel never materializes the score matrix (so slicing is moot) and accumulates in
+  // fp32, which is what upcast asks for.
+  if (attention_backend() == AttentionBackend::kAuto && !options.causal &&
+      kernels::cpu_attention_supported(qh, kh, vh)) {
+    return merge_heads(kernels::cpu_attention(qh, kh, vh, scale), heads);
+  }
   const int64_t nq = qh.size(1);
   const int64_t slice = attention_query_slice();
   torch::Tensor out;

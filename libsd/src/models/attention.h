@@ -13,6 +13,14 @@ struct AttentionOptions {
 torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                    int64_t heads, const AttentionOptions& options = {});
 
+// Which implementation computes softmax(q k^T) v. kAuto: the fused CPU kernel where it applies
+// (CPU, fp32/bf16, no causal mask), LibTorch's fused kernels on LibTorch >= 2, LibTorch ops otherwise.
+// kOps: LibTorch ops only (the reference path; what a before/after benchmark compares against).
+// The environment variable LIBSD_ATTENTION=ops|auto sets the initial value.
+enum class AttentionBackend { kAuto, kOps };
+void set_attention_backend(AttentionBackend backend);
+AttentionBackend attention_backend();
+
 // Bounds the memory of the score matrix: queries are processed in slices of this many rows
 // (0 = all at once). Process-wide; set by the pipeline's attention_slice option.
 void set_attention_query_slice(int64_t rows);

@@ -78,7 +78,7 @@ Configs read_configs(const fs::path& dir) {
 }
 
 Components build(const Configs& c, const fs::path& tokenizer_dir, const LoadOptions& options) {
-  Components out{CLIPTokenizer::from_folder(tokenizer_dir)};
+  Components out{CLIPTokenizer::from_folder(tokenizer_dir), nullptr, nullptr, nullptr, {}, {}};
   out.text_encoder = CLIPTextModel(c.text);
   out.unet = UNet2DConditionModel(c.unet);
   out.vae = AutoencoderKL(c.vae, options.vae_encoder);

@@ -140,9 +140,11 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   GenerateResult result;
 
   // 1. Check the request.
+  // diffusers asks for multiples of 8 whatever the VAE's factor; a deeper VAE needs its own factor.
   const int64_t f = info.vae_scale_factor;
-  SD_CHECK(options.width > 0 && options.height > 0 && options.width % f == 0 && options.height % f == 0,
-           "width and height must be positive multiples of ", f, ", got ", options.width, "x", options.height);
+  const int64_t multiple = std::max<int64_t>(8, f);
+  SD_CHECK(options.width > 0 && options.height > 0 && options.width % multiple == 0 && options.height % multiple == 0,
+           "width and height must be positive multiples of ", multiple, ", got ", options.width, "x", options.height);
   SD_CHECK(options.steps >= 1, "steps must be at least 1, got ", options.steps);
   SD_CHECK(options.batch >= 1, "batch must be at least 1, got ", options.batch);
   const std::vector<int64_t> latent_shape{options.batch, info.latent_channels, options.height / f, options.width / f};

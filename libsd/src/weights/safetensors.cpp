@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -77,23 +78,39 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
   SD_CHECK(header_len >= 2, origin, ": header of ", header_len, " bytes cannot hold a JSON object");
 
   const char* text = reinterpret_cast<const char*>(bytes + 8);
-  std::set<std::string> seen_keys;
-  std::string duplicate;
-  // The callback sees every key; depth 1 are the tensor names. nlohmann would otherwise keep the
-  // last of two equal keys silently.
-  json::parser_callback_t track_keys = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      if (!seen_keys.insert(parsed.get<std::string>()).second && duplicate.empty()) duplicate = parsed.get<std::string>();
+  // A valid header nests at most three levels ({name: {shape: [dims]}}); deeper input is refused
+  // while parsing, so a hostile 100 MiB "[[[[..." cannot make the parser build a huge tree.
+  // Keys are tracked per object because nlohmann would otherwise keep the last of two equal keys
+  // silently (a second "data_offsets" could point a tensor anywhere).
+  constexpr int kMaxDepth = 3;
+  std::set<std::string> keys_at_depth[kMaxDepth + 1];
+  std::string current_tensor;
+  json::parser_callback_t check_structure = [&](int depth, json::parse_event_t event, json& parsed) {
+    const bool opens = event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
+    if (opens) {
+      SD_CHECK(depth < kMaxDepth, origin, ": ",
+               current_tensor.empty() ? std::string() : "tensor '" + current_tensor + "': ",
+               "header nests deeper than a safetensors header can (", kMaxDepth, " levels)");
+      if (event == json::parse_event_t::object_start) keys_at_depth[depth + 1].clear();
+    }
+    if (event == json::parse_event_t::key && depth <= kMaxDepth) {
+      const auto& key = parsed.get_ref<const std::string&>();
+      if (depth == 1) {
+        SD_CHECK(keys_at_depth[1].insert(key).second, origin, ": tensor '", key, "' appears twice in the header");
+        current_tensor = key;
+      } else {
+        SD_CHECK(keys_at_depth[depth].insert(key).second, origin, ": tensor '", current_tensor, "': field '", key,
+                 "' appears twice");
+      }
     }
     return true;
   };
   json header;
   try {
-    header = json::parse(text, text + header_len, track_keys);
+    header = json::parse(text, text + header_len, check_structure);
   } catch (const json::exception& e) {
     SD_FAIL(origin, ": header is not valid JSON: ", e.what());
   }
-  SD_CHECK(duplicate.empty(), origin, ": tensor '", duplicate, "' appears twice in the header");
   SD_CHECK(header.is_object(), origin, ": header must be a JSON object, got ", header.type_name());
 
   SafetensorsHeader result;
@@ -157,7 +174,10 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
     expected_begin = entry.data_end;
   }
   SD_CHECK(expected_begin == data_size, origin, ": ", data_size - expected_begin,
-           " bytes at the end of the data section belong to no tensor (truncated or corrupt header?)");
+           " bytes at the end of the data section belong to no tensor",
+           result.tensors.empty() ? std::string() : " (the last one, '" + result.tensors.back().name + "', ends at " +
+                                                        std::to_string(expected_begin) + ")",
+           "; truncated or corrupt header?");
   return result;
 }
 
@@ -171,9 +191,11 @@ struct SafetensorsFile::Mapping {
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
   const std::string origin = path.string();
-  SD_CHECK(path.extension() != ".ckpt" && path.extension() != ".bin" && path.extension() != ".pt" &&
-               path.extension() != ".pth",
-           origin, ": pickle checkpoints can run arbitrary code and are never loaded; convert it to .safetensors");
+  std::string extension = path.extension().string();
+  std::transform(extension.begin(), extension.end(), extension.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  SD_CHECK(extension != ".ckpt" && extension != ".bin" && extension != ".pt" && extension != ".pth", origin,
+           ": pickle checkpoints can run arbitrary code and are never loaded; convert it to .safetensors");
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   SD_CHECK(fd >= 0, origin, ": cannot open: ", std::strerror(errno));
   struct stat st {};
@@ -240,7 +262,13 @@ void save_safetensors(const std::filesystem::path& path, const NamedTensors& ten
     SD_CHECK(tensor.defined(), path.string(), ": tensor '", name, "' is undefined");
     at::Tensor cpu = tensor.to(torch::kCPU).contiguous();
     const uint64_t nbytes = cpu.numel() * cpu.element_size();
-    header[name] = {{"dtype", safetensors_dtype_name(cpu.scalar_type())},
+    std::string dtype;
+    try {
+      dtype = safetensors_dtype_name(cpu.scalar_type());
+    } catch (const Error& e) {
+      SD_FAIL(path.string(), ": tensor '", name, "': ", e.what());
+    }
+    header[name] = {{"dtype", dtype},
                     {"shape", cpu.sizes().vec()},
                     {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;

@@ -1,0 +1,23 @@
+// Uses only the installed public API: tokenizer, scheduler and the safetensors writer/reader.
+#include <sd/sd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+int main(int argc, char** argv) try {
+  if (argc != 2) return 2;
+  auto tokenizer = sd::CLIPTokenizer::from_folder(sd::bundled_sd15_dir() / "tokenizer");
+  auto tokens = tokenizer.encode("a photo of an astronaut");
+  auto scheduler = sd::make_scheduler(sd::SchedulerKind::kDDIM, sd::SchedulerConfig{});
+  scheduler->set_timesteps(10);
+  const std::filesystem::path file = argv[1];
+  sd::save_safetensors(file, sd::NamedTensors{{"timesteps", scheduler->timesteps()}});
+  sd::SafetensorsFile read(file);
+  std::printf("tokens=%zu first=%lld timesteps=%lld precision=%s\n", tokens.ids.size(),
+              static_cast<long long>(tokens.ids[1]), static_cast<long long>(read.get("timesteps").size(0)),
+              sd::precision_name(sd::Precision::kBF16).c_str());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "error: %s\n", e.what());
+  return 1;
+}
