@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "sd/atomic_file.h"
 #include "sd/error.h"
+#include "sd/log.h"
 #include "sd/pipeline.h"
 #include "sd/safetensors.h"
 
@@ -84,6 +85,7 @@ Run add_generate(CLI::App& app) {
   app.add_flag("--quiet,-q", a->quiet, "no progress bar");
 
   return [a] {
+    if (a->quiet) sd::set_log_level(sd::LogLevel::kWarn);
     sd::LoadOptions load;
     load.device = a->device;
     load.precision = sd::precision_from_name(a->precision);
