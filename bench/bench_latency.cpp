@@ -32,23 +32,6 @@ int cuda_index_of(const std::string& device) {
   return d.has_index() ? d.index() : 0;
 }
 
-// The seed study's columns: precision single/half, memory in GB (its reserved-after-run on CUDA;
-// our peak RSS on CPU, where it had none).
-Row lambda_row(const Row& row) {
-  Row out;
-  const std::string precision = row["precision"];
-  out["device"] = row["device"];
-  out["precision"] = precision == "fp32" ? "single" : precision == "fp16" ? "half" : precision;
-  out["autocast"] = row["autocast"].get<bool>() ? "yes" : "no";
-  out["xformers"] = "no";
-  out["runtime"] = "libsd";
-  out["n_samples"] = row["batch"];
-  out["latency"] = row["latency_s"]["mean"];
-  const auto& memory = row["reserved_after_run_bytes"].is_null() ? row["peak_rss_bytes"] : row["reserved_after_run_bytes"];
-  out["memory"] = memory.is_null() ? Row(nullptr) : Row(memory.get<double>() / 1e9);
-  return out;
-}
-
 // --peak-tflops: "" -> none; "X" -> X for every precision (key ""); "fp32=X,bf16=Y" -> per precision label.
 std::map<std::string, double> parse_peaks(const std::string& text) {
   std::map<std::string, double> out;
@@ -225,15 +208,7 @@ int run(const LatencyArgs& a) {
             << a.common.scheduler << "  " << a.common.width << "x" << a.common.height << "\n"
             << table.str();
   if (!a.output.json.empty()) sd_bench::append_json_rows(a.output.json, rows);
-  if (!a.output.csv.empty()) {
-    if (a.output.csv_format == "lambda") {
-      std::vector<Row> lambda;
-      for (const auto& row : rows) lambda.push_back(lambda_row(row));
-      sd_bench::append_csv_rows(a.output.csv, lambda);
-    } else {
-      sd_bench::append_csv_rows(a.output.csv, rows);
-    }
-  }
+  sd_bench::write_csv_output(a.output, rows, [](const Row& row) { return row["latency_s"]["mean"]; });
   return sd_bench::report_failures(failures);
 }
 

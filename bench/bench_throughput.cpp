@@ -181,21 +181,6 @@ std::optional<int64_t> peak_memory_of(const Row& row) {
   return std::nullopt;
 }
 
-Row lambda_row(const Row& row) {
-  Row out;
-  const std::string precision = row["precision"];
-  out["device"] = row["device"];
-  out["precision"] = precision == "fp32" ? "single" : precision == "fp16" ? "half" : precision;
-  out["autocast"] = row["autocast"].get<bool>() ? "yes" : "no";
-  out["xformers"] = "no";
-  out["runtime"] = "libsd";
-  out["n_samples"] = row["batch"];
-  out["latency"] = row["latency_s"];
-  const auto& memory = row["reserved_after_run_bytes"].is_null() ? row["peak_rss_bytes"] : row["reserved_after_run_bytes"];
-  out["memory"] = memory.is_null() ? Row(nullptr) : Row(memory.get<double>() / 1e9);
-  return out;
-}
-
 int run(ThroughputArgs& a) {
   sd_bench::Progress progress("bench_throughput", a.common.quiet);
   const bool cuda = sd_bench::is_cuda_device(a.common.device);
@@ -290,15 +275,7 @@ int run(ThroughputArgs& a) {
     all.insert(all.end(), summaries.begin(), summaries.end());
     sd_bench::append_json_rows(a.output.json, all);
   }
-  if (!a.output.csv.empty()) {
-    if (a.output.csv_format == "lambda") {
-      std::vector<Row> lambda;
-      for (const auto& row : measurements) lambda.push_back(lambda_row(row));
-      sd_bench::append_csv_rows(a.output.csv, lambda);
-    } else {
-      sd_bench::append_csv_rows(a.output.csv, measurements);
-    }
-  }
+  sd_bench::write_csv_output(a.output, measurements, [](const Row& row) { return row["latency_s"]; });
   return sd_bench::report_failures(failures);
 }
 

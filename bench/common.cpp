@@ -454,6 +454,32 @@ int report_failures(const std::vector<std::string>& failures) {
   return 1;
 }
 
+void write_csv_output(const OutputOptions& output, const std::vector<Row>& rows,
+                      const std::function<Row(const Row&)>& latency_of) {
+  if (output.csv.empty()) return;
+  if (output.csv_format != "lambda") {
+    append_csv_rows(output.csv, rows);
+    return;
+  }
+  std::vector<Row> lambda;
+  for (const auto& row : rows) {
+    Row out;
+    const std::string precision = row["precision"];
+    out["device"] = row["device"];
+    out["precision"] = precision == "fp32" ? "single" : precision == "fp16" ? "half" : precision;
+    out["autocast"] = row["autocast"].get<bool>() ? "yes" : "no";
+    out["xformers"] = "no";
+    out["runtime"] = "libsd";
+    out["n_samples"] = row["batch"];
+    out["latency"] = latency_of(row);
+    const auto& memory =
+        row["reserved_after_run_bytes"].is_null() ? row["peak_rss_bytes"] : row["reserved_after_run_bytes"];
+    out["memory"] = memory.is_null() ? Row(nullptr) : Row(memory.get<double>() / 1e9);
+    lambda.push_back(std::move(out));
+  }
+  append_csv_rows(output.csv, lambda);
+}
+
 int run_tool(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
   try {
     app.parse(argc, argv);

@@ -110,6 +110,12 @@ void append_csv(const std::filesystem::path& path, const std::vector<std::string
                 const std::vector<std::vector<std::string>>& rows);
 void append_csv_rows(const std::filesystem::path& path, const std::vector<Row>& rows);
 
+// Appends `rows` to output.csv (if set) in output.csv_format: our full columns, or the seed study's
+// eight ("lambda": precision single/half, memory in GB: CUDA reserved-after-run, else peak RSS);
+// `latency_of` picks each row's latency in seconds for the lambda columns.
+void write_csv_output(const OutputOptions& output, const std::vector<Row>& rows,
+                      const std::function<Row(const Row&)>& latency_of);
+
 // Writes (replaces) a CSV file of `rows` with their header, atomically.
 void write_csv_rows(const std::filesystem::path& path, const std::vector<Row>& rows);
 // Writes (replaces) a JSON array of `rows`, atomically.

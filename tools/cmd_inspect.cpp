@@ -106,9 +106,7 @@ Run add_inspect(CLI::App& app) {
   app.add_option("--config-dir", a->config_dir, "configs for a single-file checkpoint (default: bundled SD 1.5)");
   return [a] {
     const fs::path path(a->path);
-    if (a->path.rfind("random:", 0) == 0) {
-      const std::string rest = a->path.substr(7);
-      const fs::path dir = rest == "sd-v1-5" ? sd::bundled_sd15_dir() : fs::path(rest);
+    if (const fs::path dir = sd::random_model_configs(a->path); !dir.empty()) {
       Configs c = configs_of(dir);
       std::printf("%s: random weights with the configs of %s\n", a->path.c_str(), dir.string().c_str());
       auto count = [](const torch::nn::Module& m) {

@@ -24,9 +24,8 @@ Run add_tokenize(CLI::App& app) {
   return [args] {
     namespace fs = std::filesystem;
     fs::path dir;
-    if (args->model.rfind("random:", 0) == 0) {
-      const std::string rest = args->model.substr(7);
-      dir = (rest == "sd-v1-5" ? sd::bundled_sd15_dir() : fs::path(rest)) / "tokenizer";
+    if (const fs::path random = sd::random_model_configs(args->model); !random.empty()) {
+      dir = random / "tokenizer";
     } else if (fs::is_directory(args->model)) {
       dir = fs::path(args->model) / "tokenizer";
       if (!fs::exists(dir) && fs::exists(fs::path(args->model) / "vocab.json")) dir = args->model;

@@ -138,4 +138,8 @@ class Pipeline {
 // LIBSD_WEIGHTS_DIR environment variable, else the source tree, else the install prefix.
 std::filesystem::path bundled_sd15_dir();
 
+// The config folder of a "random:" model: "random:sd-v1-5" -> bundled_sd15_dir(), "random:PATH" ->
+// PATH. Empty for any other model string.
+std::filesystem::path random_model_configs(const std::string& model);
+
 }  // namespace sd

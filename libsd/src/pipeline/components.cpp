@@ -122,6 +122,12 @@ fs::path bundled_sd15_dir() {
   return fs::path(LIBSD_INSTALL_DATADIR) / "sd-v1-5";
 }
 
+fs::path random_model_configs(const std::string& model) {
+  if (model.rfind(kRandomPrefix, 0) != 0) return {};
+  const std::string rest = model.substr(std::string(kRandomPrefix).size());
+  return rest == "sd-v1-5" ? bundled_sd15_dir() : fs::path(rest);
+}
+
 Components load_components(const std::string& model, const LoadOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const bool random = model.rfind(kRandomPrefix, 0) == 0;
@@ -131,8 +137,7 @@ Components load_components(const std::string& model, const LoadOptions& options)
   // 1. Where the configs and the tokenizer come from.
   fs::path config_dir;
   if (random) {
-    const std::string rest = model.substr(std::string(kRandomPrefix).size());
-    config_dir = rest == "sd-v1-5" ? bundled_sd15_dir() : fs::path(rest);
+    config_dir = random_model_configs(model);
   } else if (folder) {
     config_dir = model;
     SD_CHECK(fs::exists(config_dir / "model_index.json"), config_dir.string(),
