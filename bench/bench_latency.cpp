@@ -3,6 +3,7 @@
 // --repeats timed ones. Stage times come from sd::GenerateResult::timings (synchronized on CUDA).
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -11,6 +12,7 @@
 #include "common.h"
 #include "cuda_stats.h"
 #include "flops.h"
+#include "op_profile.h"
 #include "sd/error.h"
 #include "sd/pipeline.h"
 
@@ -25,6 +27,7 @@ struct LatencyArgs {
   int warmup = 1, repeats = 3;
   std::string peak_tflops;  // "X" for every precision, or "fp32=X,bf16=Y,..."
   bool flops_only = false;
+  std::string profile;  // CSV of per-operator times from one extra, untimed generation
 };
 
 int cuda_index_of(const std::string& device) {
@@ -77,6 +80,43 @@ Row flops_row(const LatencyArgs& a, int batch) {
   return row;
 }
 
+// One extra generation under the operator profiler, after the timed ones (its observer costs a
+// little per operator, so it never feeds the latency figures). Prints the largest entries.
+std::vector<Row> profile_rows(sd::Pipeline& pipe, const LatencyArgs& a, const sd::GenerateOptions& gen,
+                              const Row& config) {
+  sd_bench::OpProfiler profiler;
+  const auto start = std::chrono::steady_clock::now();
+  pipe.generate(a.common.prompt, gen);
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto ops = profiler.stop();
+  std::map<std::string, double> stage_s;  // the stage scopes' own totals
+  for (const auto& op : ops) {
+    if (op.op == op.stage) stage_s[op.stage] += op.total_s;
+  }
+  std::vector<Row> rows;
+  sd_bench::Table table({"stage", "operator", "calls", "self s", "% of stage"});
+  for (const auto& op : ops) {
+    const double stage_total = op.stage.empty() ? wall_s : stage_s[op.stage];
+    Row row = config;
+    row["generation_s"] = wall_s;
+    row["stage"] = op.stage;
+    row["op"] = op.op;
+    row["calls"] = op.calls;
+    row["self_s"] = op.self_s;
+    row["total_s"] = op.total_s;
+    row["self_share_of_stage"] = stage_total > 0 ? op.self_s / stage_total : 0.0;
+    rows.push_back(row);
+    if (table.size() < 20) {
+      table.add({op.stage, op.op, std::to_string(op.calls), sd_bench::fixed(op.self_s, 3),
+                 sd_bench::fixed(100.0 * row["self_share_of_stage"].get<double>(), 1)});
+    }
+  }
+  std::cout << "profile of one generation (" << sd_bench::fixed(wall_s, 3) << " s, " << config["precision"].get<std::string>()
+            << ", batch " << config["batch"] << ", steps " << config["steps"] << "):\n"
+            << table.str();
+  return rows;
+}
+
 int run(const LatencyArgs& a) {
   sd_bench::Progress progress("bench_latency", a.common.quiet);
   const auto precisions = sd_bench::parse_precision_list(a.precisions);
@@ -109,6 +149,7 @@ int run(const LatencyArgs& a) {
   sd_bench::Table table({"precision", "batch", "steps", "latency s (median)", "p90", "stdev", "UNet s/eval", "TFLOP/s",
                          "text enc s", "VAE s", "peak mem"});
 
+  std::vector<Row> profiles;
   std::vector<std::string> failures;
   for (const auto& precision : precisions) {
     // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
@@ -193,6 +234,16 @@ int run(const LatencyArgs& a) {
           row["fraction_of_peak"] = peak ? Row(tflops / *peak) : Row(nullptr);
           rows.push_back(row);
 
+          if (!a.profile.empty()) {
+            progress(config + ": profiled run");
+            Row profile_config;
+            for (const char* key : {"device", "libtorch", "git_revision", "threads", "model", "precision", "autocast",
+                                    "channels_last", "scheduler", "steps", "batch", "height", "width"}) {
+              profile_config[key] = row[key];
+            }
+            for (auto& r : profile_rows(pipe, a, gen, profile_config)) profiles.push_back(std::move(r));
+          }
+
           const auto peak_memory = memory ? std::optional<int64_t>(memory->peak_reserved) : sd_bench::peak_rss_bytes();
           table.add({precision.label, std::to_string(batch), std::to_string(steps), sd_bench::fixed(lat.median, 3),
                      sd_bench::fixed(lat.p90, 3), sd_bench::fixed(lat.stdev, 3), sd_bench::fixed(per_eval.median, 3),
@@ -209,6 +260,7 @@ int run(const LatencyArgs& a) {
             << table.str();
   if (!a.output.json.empty()) sd_bench::append_json_rows(a.output.json, rows);
   sd_bench::write_csv_output(a.output, rows, [](const Row& row) { return row["latency_s"]["mean"]; });
+  if (!a.profile.empty()) sd_bench::write_csv_rows(a.profile, profiles);
   return sd_bench::report_failures(failures);
 }
 
@@ -226,6 +278,9 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", a.repeats, "timed generations per configuration")->capture_default_str();
   app.add_option("--peak-tflops", a.peak_tflops,
                  "the device's peak TFLOP/s for fraction_of_peak: one number, or per precision as fp32=X,bf16=Y");
+  app.add_option("--profile", a.profile,
+                 "after the timed runs, profile one more generation per configuration and write its per-operator "
+                 "times (self and total seconds per stage) to this CSV file");
   app.add_flag("--flops-only", a.flops_only, "print the analytic FLOP counts and exit (loads no weights)");
   return sd_bench::run_tool(app, argc, argv, [&] { return run(a); });
 }

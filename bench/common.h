@@ -130,6 +130,7 @@ class Table {
  public:
   explicit Table(std::vector<std::string> headers);
   void add(std::vector<std::string> cells);
+  size_t size() const { return rows_.size(); }
   std::string str() const;
 
  private:

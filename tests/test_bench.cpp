@@ -235,6 +235,48 @@ TEST_CASE("bench_latency writes matching CSV and JSON rows with the documented f
   CHECK(read_text(lambda) == before);
 }
 
+TEST_CASE("bench_latency --profile attributes one extra generation's time to operators and stages", "[bench]") {
+  TempDir dir("profile");
+  const auto profile = dir / "profile.csv", js = dir / "latency.json";
+  const auto run = run_tool(dir, latency_command("--precision fp32 --profile " + quoted(profile.string()) + " --json " +
+                                                     quoted(js.string()),
+                                                 1));
+  REQUIRE_RUN_OK(run);
+  CHECK(run.out.find("profile of one generation") != std::string::npos);
+  CHECK(read_json(js).size() == 1);  // the profiled generation adds no latency row
+
+  const auto rows = read_csv(profile);
+  REQUIRE(rows.size() > 10);
+  const auto& header = rows[0];
+  const size_t stage = column(header, "stage"), op = column(header, "op"), calls = column(header, "calls");
+  const size_t self = column(header, "self_s"), total = column(header, "total_s");
+  const size_t generation = column(header, "generation_s");
+  double self_sum = 0, unet_total = 0, decode_total = 0;
+  bool has_conv = false, has_attention = false;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    INFO("row " << i << ": " << rows[i][stage] << " " << rows[i][op]);
+    REQUIRE(rows[i].size() == header.size());
+    CHECK(std::stoll(rows[i][calls]) >= 1);
+    CHECK(std::stod(rows[i][self]) <= std::stod(rows[i][total]) + 1e-9);
+    self_sum += std::stod(rows[i][self]);
+    if (rows[i][stage] == "sd::unet" && rows[i][op] == "sd::unet") {
+      unet_total = std::stod(rows[i][total]);
+      CHECK(rows[i][calls] == "3");  // PNDM, 2 steps: 3 UNet evaluations
+    }
+    if (rows[i][op] == "sd::vae_decode") decode_total = std::stod(rows[i][total]);
+    if (rows[i][stage] == "sd::unet" && rows[i][op].find("convolution") != std::string::npos) has_conv = true;
+    if (rows[i][stage] == "sd::unet" && rows[i][op] == "sd::fused_attention") has_attention = true;
+  }
+  CHECK(has_conv);
+  CHECK(has_attention);
+  CHECK(unet_total > 0);
+  CHECK(decode_total > 0);
+  // Self times partition the time spent inside operators, which lies within the generation.
+  const double wall = std::stod(rows[1][generation]);
+  CHECK(self_sum <= wall * 1.01);
+  CHECK(unet_total + decode_total <= wall * 1.01);
+}
+
 TEST_CASE("bench_latency --flops-only reproduces the SD 1.5 FLOP counts of the porting notes", "[bench]") {
   // PORTING-NOTES / issue 8: one UNet forward at batch 1, 64x64 latents = 803 GFLOP (conv 444,
   // linear 233, attention 126); VAE decode at 512x512 = 2.51 TFLOP.

@@ -3,6 +3,7 @@
 #include "kernels/cpu_attention.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <c10/util/BFloat16.h>
 #include <torch/torch.h>
 
@@ -286,6 +287,7 @@ at::Tensor cpu_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
 
 at::Tensor cpu_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                          const AttentionOptions& options) {
+  RECORD_USER_SCOPE("sd::fused_attention");  // not a LibTorch operator: named for profilers
   const std::string problem = problem_with(q, k, v);
   SD_CHECK(problem.empty(), "cpu_attention: ", problem);
   SD_CHECK(std::isfinite(scale), "cpu_attention: scale must be finite, got ", scale);

@@ -2,6 +2,7 @@
 #include "sd/pipeline.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/record_function.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -123,6 +124,7 @@ const SchedulerConfig& Pipeline::scheduler_config() const { return impl_->parts.
 
 at::Tensor Pipeline::encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
                                    bool guidance, int clip_skip, int* truncated_tokens) {
+  RECORD_USER_SCOPE("sd::text_encoder");
   c10::InferenceMode inference;
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
   auto& p = impl_->parts;
@@ -141,6 +143,7 @@ at::Tensor Pipeline::encode_prompt(const std::string& prompt, const std::string&
 
 at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& embeddings,
                                    double guidance_scale) {
+  RECORD_USER_SCOPE("sd::unet");  // a stage for profilers (bench_latency --profile)
   c10::InferenceMode inference;
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
   const bool guidance = embeddings.size(0) == 2 * latents.size(0);
@@ -157,6 +160,7 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
 }
 
 at::Tensor Pipeline::decode(const at::Tensor& latents) {
+  RECORD_USER_SCOPE("sd::vae_decode");
   c10::InferenceMode inference;
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
   const double scaling = impl_->parts.info.vae_scaling_factor;
