@@ -16,19 +16,7 @@
 #include "kernels/cpu_attention_task.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-
-// GCC 12's AVX-512 intrinsics initialize their "undefined" pass-through operand from itself, which
-// -Wuninitialized reports at every use (GCC bug 105593, fixed in later releases). Nothing here reads
-// an uninitialized value.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
-#define SD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-#define SD_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
-#define SD_ALWAYS_INLINE inline __attribute__((always_inline))
+#include "kernels/avx512_math.h"
 
 namespace sd::kernels::detail {
 namespace {
@@ -38,31 +26,6 @@ namespace {
 constexpr int kMaxMr = 8;
 constexpr int kMaxNv = 6;
 constexpr int kMaxAcc = 24;
-
-SD_AVX512 SD_ALWAYS_INLINE __mmask16 lanes(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
-}
-
-// exp(x) for the softmax, where x = score - running max <= 0. Cephes' expf scheme: x = n ln2 + r
-// with |r| <= ln2/2 (ln2 split in two so r is exact), a degree-7 polynomial for e^r, then 2^n by
-// vscalefps, which also underflows to 0 gracefully. Relative error a few 1e-7 over [-87, 0]
-// (the unit test measures it against std::exp in double through exp_avx512); inputs below -104
-// give 0 and NaN propagates.
-SD_AVX512 SD_ALWAYS_INLINE __m512 exp_ps(__m512 x) {
-  x = _mm512_max_ps(_mm512_set1_ps(-104.f), x);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(y, n);
-}
 
 // ---- fp32 GEMM tile: C[MR x NV*16] = alpha * A B  (or C += A B), K steps -------------------------
 // A is read element-wise (broadcast), B row-wise; the last B/C vector is masked by `last`. HALF:

@@ -3,6 +3,8 @@
 // kernels: one task = one block of query rows of one (batch*head), run over every key block.
 #include <cstdint>
 
+#include "kernels/cpu_features.h"
+
 namespace sd::kernels::detail {
 
 // Packed layouts (made by the driver, read by the kernels). nb16 = key_block rounded up to 16.
@@ -47,8 +49,5 @@ void attention_task_bf16_avx512(const AttentionTask& task);
 
 // The softmax's vectorized exp, exposed so that tests can measure its error.
 void exp_avx512(const float* x, float* y, int64_t n);
-
-bool cpu_has_avx512();       // F + BW + VL + DQ, with OS support for the zmm state
-bool cpu_has_avx512_bf16();  // the above + AVX512-BF16
 
 }  // namespace sd::kernels::detail

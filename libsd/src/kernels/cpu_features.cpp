@@ -1,5 +1,5 @@
 // Run-time CPU feature detection for the kernels' instruction sets.
-#include "kernels/cpu_attention_task.h"
+#include "kernels/cpu_features.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <cpuid.h>
