@@ -203,6 +203,7 @@ int run(const LatencyArgs& a) {
           row["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
           row["autocast"] = precision.autocast;
           row["channels_last"] = !a.common.no_channels_last;
+          row["prepack_max_pixels"] = pipe.prepack_max_pixels();
           row["scheduler"] = a.common.scheduler;
           row["steps"] = steps;
           row["batch"] = batch;
@@ -238,7 +239,7 @@ int run(const LatencyArgs& a) {
             progress(config + ": profiled run");
             Row profile_config;
             for (const char* key : {"device", "libtorch", "git_revision", "threads", "model", "precision", "autocast",
-                                    "channels_last", "scheduler", "steps", "batch", "height", "width"}) {
+                                    "channels_last", "prepack_max_pixels", "scheduler", "steps", "batch", "height", "width"}) {
               profile_config[key] = row[key];
             }
             for (auto& r : profile_rows(pipe, a, gen, profile_config)) profiles.push_back(std::move(r));

@@ -37,6 +37,10 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_flag("--no-channels-last", o.no_channels_last, "keep the convolutions in contiguous (NCHW) layout");
+  app.add_option("--prepack-max-pixels", o.prepack_max_pixels,
+                 "CPU: convolutions on inputs of at most this many pixels (batch x height x width) keep a weight "
+                 "copy reordered for oneDNN; -1 = libsd's choice per precision, 0 = off (less memory)")
+      ->capture_default_str();
   app.add_option("--attention-slice", o.attention_slice, "attention in query slices of this many rows (0: whole)")->capture_default_str();
   app.add_flag("--quiet", o.quiet, "no progress lines on stderr");
 }
@@ -122,6 +126,7 @@ sd::LoadOptions make_load_options(const CommonOptions& o, const PrecisionSpec& p
   load.autocast = precision.autocast;
   load.threads = o.threads;
   load.channels_last = !o.no_channels_last;
+  load.prepack_max_pixels = o.prepack_max_pixels;
   load.attention_slice = o.attention_slice;
   return load;
 }

@@ -34,6 +34,7 @@ struct CommonOptions {
   double guidance = 7.5;
   int threads = 0;
   bool no_channels_last = false;
+  int64_t prepack_max_pixels = -1;
   int64_t attention_slice = 0;
   bool quiet = false;
 };

@@ -134,6 +134,50 @@ TEST_CASE("VAE decode and encode match diffusers", "[parity][vae]") {
   }
 }
 
+TEST_CASE("UNet and VAE in channels-last with pre-packed convolutions still match diffusers", "[parity][unet][vae]") {
+  // The CPU configuration Pipeline::load uses by default: channels-last weights and inputs, and
+  // oneDNN weight prepacking for the small inputs the tiny model has everywhere.
+  c10::InferenceMode guard;
+  auto to_channels_last = [](torch::nn::Module& m) {
+    for (auto& p : m.parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+  };
+  auto cl = [](const torch::Tensor& t) { return t.contiguous(torch::MemoryFormat::ChannelsLast); };
+  auto packed_count = [](torch::nn::Module& m) {
+    int64_t n = 0;
+    for (const auto& child : m.modules()) {
+      if (auto* conv = dynamic_cast<sd::Conv2dImpl*>(child.get())) n += conv->packed() ? 1 : 0;
+    }
+    return n;
+  };
+  auto unet = tiny_unet();
+  to_channels_last(*unet);
+  CHECK(sd::enable_conv_prepacking(*unet, sd::default_prepack_max_pixels(torch::kFloat)) > 10);
+  for (const auto& c : golden::cases_of_kind("unet")) {
+    const std::string name = c["name"];
+    INFO(name);
+    auto ref = golden::load_case(name);
+    auto out = unet->forward(cl(ref.at("sample")), ref.at("timestep"), ref.at("encoder_hidden_states"));
+    CHECK_CLOSE_TO_GOLDEN(out, ref.at("out_sample"), golden::tolerance_of(c));
+  }
+  auto vae = tiny_vae();
+  to_channels_last(*vae);
+  CHECK(sd::enable_conv_prepacking(*vae, sd::default_prepack_max_pixels(torch::kFloat)) > 5);  // (its golden inputs are too large to be packed)
+  for (const auto& c : golden::cases_of_kind("vae_decode")) {
+    const std::string name = c["name"];
+    INFO(name);
+    auto ref = golden::load_case(name);
+    CHECK_CLOSE_TO_GOLDEN(vae->decode(cl(ref.at("latents_scaled"))), ref.at("image"), golden::tolerance_of(c));
+  }
+  if (sd::conv_prepacking_available()) {
+    CHECK(packed_count(*unet) > 10);  // the golden latents are small: most convolutions got packed
+  } else {
+    WARN("this LibTorch has no oneDNN prepacked convolutions: only the plain path was checked");
+    CHECK(packed_count(*unet) == 0);
+  }
+}
+
 TEST_CASE("Binding reports missing, unexpected and mis-shaped keys in one error", "[unit][weights]") {
   sd::VAEConfig config = sd::VAEConfig::from_file(tiny() / "vae/config.json");
   sd::AutoencoderKL vae(config);

@@ -22,6 +22,12 @@ sd::Pipeline& tiny() {
   return pipe;
 }
 
+// The default load options: channels-last, with fp32 convolution weights pre-packed for oneDNN.
+sd::Pipeline& tiny_defaults() {
+  static sd::Pipeline pipe = sd::Pipeline::load(tiny_pipeline(), sd::LoadOptions{});
+  return pipe;
+}
+
 nlohmann::json case_json(const std::string& name) {
   std::ifstream in(golden::dir() / (name + ".json"));
   return nlohmann::json::parse(in);
@@ -30,6 +36,10 @@ nlohmann::json case_json(const std::string& name) {
 }  // namespace
 
 TEST_CASE("Text-to-image matches diffusers step by step on every e2e golden case", "[parity][e2e]") {
+  const bool defaults = GENERATE(false, true);
+  sd::Pipeline& pipe = defaults ? tiny_defaults() : tiny();
+  INFO((defaults ? "default load options (channels-last, pre-packed convolutions)" : "contiguous layout"));
+  if (defaults) CHECK(pipe.prepack_max_pixels() > 0);
   for (const auto& c : golden::cases_of_kind("e2e")) {
     const std::string name = c["name"];
     SECTION(name) {
@@ -50,7 +60,7 @@ TEST_CASE("Text-to-image matches diffusers step by step on every e2e golden case
       } else {
         opt.initial_latents = ref.at("initial_latents");  // given latents (init_noise_sigma is 1 here)
       }
-      auto result = tiny().generate(meta["prompt"].get<std::string>(), opt);
+      auto result = pipe.generate(meta["prompt"].get<std::string>(), opt);
 
       CHECK_CLOSE_TO_GOLDEN(result.init_latents, ref.at("initial_latents"), tol);
       CHECK(torch::equal(result.timesteps.to(torch::kLong), ref.at("timesteps")));
@@ -135,6 +145,20 @@ TEST_CASE("Precisions: bf16 and autocast run on the CPU and stay near fp32; fp16
   } catch (const sd::Error& e) {
     CHECK_THAT(e.what(), Catch::Contains("fp16 is not supported on cpu"));
   }
+}
+
+TEST_CASE("Convolution prepacking follows the load options", "[unit][pipeline]") {
+  CHECK(tiny().prepack_max_pixels() == 0);  // contiguous layout: never packed
+  CHECK(tiny_defaults().prepack_max_pixels() > 0);  // CPU, fp32, channels-last
+  sd::LoadOptions off;
+  off.prepack_max_pixels = 0;
+  CHECK(sd::Pipeline::load(tiny_pipeline(), off).prepack_max_pixels() == 0);
+  sd::LoadOptions chosen;
+  chosen.prepack_max_pixels = 100;
+  CHECK(sd::Pipeline::load(tiny_pipeline(), chosen).prepack_max_pixels() == 100);
+  sd::LoadOptions bf16;
+  bf16.precision = sd::Precision::kBF16;
+  CHECK(sd::Pipeline::load(tiny_pipeline(), bf16).prepack_max_pixels() == 0);  // bf16: off by default
 }
 
 TEST_CASE("VAE slicing decodes a batch to the same images", "[unit][pipeline]") {

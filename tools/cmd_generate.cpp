@@ -23,6 +23,7 @@ struct GenerateArgs {
   double guidance = 7.5, eta = 0.0;
   uint64_t seed = 0;
   bool autocast = false, quiet = false, no_channels_last = false;
+  int64_t prepack_max_pixels = -1;
   int64_t attention_slice = 0;
 };
 
@@ -81,6 +82,10 @@ Run add_generate(CLI::App& app) {
   app.add_option("--variant", a->variant, "weights variant of a diffusers folder, e.g. fp16");
   app.add_option("--attention-slice", a->attention_slice, "attention in query slices of this many rows (bounds memory)");
   app.add_flag("--no-channels-last", a->no_channels_last, "keep the default contiguous memory format");
+  app.add_option("--prepack-max-pixels", a->prepack_max_pixels,
+                 "CPU: convolutions on inputs of at most this many pixels keep a weight copy reordered for oneDNN; "
+                 "-1 = libsd's choice per precision, 0 = off (less memory)")
+      ->capture_default_str();
   app.add_option("--output,-o", a->output, "PNG to write (batch > 1: out-0.png, out-1.png, ...)")->capture_default_str();
   app.add_flag("--quiet,-q", a->quiet, "no progress bar");
 
@@ -95,6 +100,7 @@ Run add_generate(CLI::App& app) {
     load.variant = a->variant;
     load.attention_slice = a->attention_slice;
     load.channels_last = !a->no_channels_last;
+    load.prepack_max_pixels = a->prepack_max_pixels;
 
     sd::GenerateOptions opt;
     opt.negative_prompt = a->negative_prompt;

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "models/attention.h"
+#include "models/conv2d.h"
 
 namespace sd {
 
@@ -16,6 +17,18 @@ template <class T>
 T& at(torch::nn::ModuleList& list, size_t index) {
   return *list[index]->as<T>();
 }
+
+// `fresh + other`, computed in place in `fresh` (a temporary nobody else holds) when that gives the
+// same result; saves one allocation per residual connection.
+torch::Tensor add_into(torch::Tensor fresh, const torch::Tensor& other);
+
+// SiLU computed in place in `fresh` (a temporary nobody else holds), which is returned.
+inline torch::Tensor silu_inplace(torch::Tensor fresh) { return torch::silu_(fresh); }
+
+// Nearest-neighbour 2x upsampling ([B, C, H, W] -> [B, C, 2H, 2W], each pixel repeated 2x2) as one
+// copy: bit-identical to upsample_nearest2d at exactly twice the size, in every dtype (LibTorch
+// 1.13 has no bf16 CPU kernel for that), keeping a channels-last input channels-last.
+torch::Tensor repeat_2x2(const torch::Tensor& x);
 
 // GroupNorm that also accepts input in another dtype than its weights: under autocast
 // the convolutions hand it bf16/fp16 while its weights stay fp32 (LibTorch 1.13's CPU autocast does
@@ -51,7 +64,7 @@ struct ResnetBlock2DImpl : torch::nn::Module {
                     double output_scale_factor = 1.0);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb = {});  // x: [B,Cin,H,W] temb: [B,Ct]
   GroupNorm norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};  // shortcut iff in != out
+  Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};  // shortcut iff in != out
   torch::nn::Linear time_emb_proj{nullptr};
   double output_scale_factor;
 };
@@ -61,7 +74,7 @@ struct Downsample2DImpl : torch::nn::Module {
   // padding 1: the UNet's strided conv. padding 0: the VAE encoder's asymmetric (0,1,0,1) zero pad first.
   Downsample2DImpl(int64_t channels, int64_t padding);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
   int64_t padding;
 };
 TORCH_MODULE(Downsample2D);
@@ -70,7 +83,7 @@ struct Upsample2DImpl : torch::nn::Module {
   explicit Upsample2DImpl(int64_t channels);
   // Nearest x2, or to `size` when the skip connection it meets has an odd size.
   torch::Tensor forward(const torch::Tensor& x, std::optional<std::array<int64_t, 2>> size = std::nullopt);
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 };
 TORCH_MODULE(Upsample2D);
 

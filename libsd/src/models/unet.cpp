@@ -106,7 +106,7 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNetConfig& c) : config
   const auto& ch = c.block_out_channels;
   const size_t n = ch.size();
   const int64_t temb = ch[0] * 4;
-  conv_in = register_module("conv_in", nn::Conv2d(nn::Conv2dOptions(c.in_channels, ch[0], 3).padding(1)));
+  conv_in = register_module("conv_in", Conv2d(nn::Conv2dOptions(c.in_channels, ch[0], 3).padding(1)));
   time_embedding = register_module("time_embedding", TimestepEmbedding(ch[0], temb));
   down_blocks = register_module("down_blocks", nn::ModuleList());
   int64_t out = ch[0];
@@ -125,7 +125,7 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(const UNetConfig& c) : config
     up_blocks->push_back(UpBlock(c, i, in, prev, out, temb));
   }
   conv_norm_out = register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[0]).eps(c.norm_eps)));
-  conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[0], c.out_channels, 3).padding(1)));
+  conv_out = register_module("conv_out", Conv2d(nn::Conv2dOptions(ch[0], c.out_channels, 3).padding(1)));
 }
 
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep,
@@ -152,7 +152,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
   for (size_t i = 0; i < up_blocks->size(); ++i) {
     x = at<UpBlockImpl>(up_blocks, i).forward(x, emb, context, skips);
   }
-  return conv_out(torch::silu(conv_norm_out(x)));
+  return conv_out(silu_inplace(conv_norm_out(x)));
 }
 
 }  // namespace sd

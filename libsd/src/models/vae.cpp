@@ -57,7 +57,7 @@ torch::Tensor VAEBlockImpl::forward(torch::Tensor x) {
 EncoderImpl::EncoderImpl(const VAEConfig& c) {
   const auto& ch = c.block_out_channels;
   const size_t n = ch.size();
-  conv_in = register_module("conv_in", nn::Conv2d(nn::Conv2dOptions(c.in_channels, ch[0], 3).padding(1)));
+  conv_in = register_module("conv_in", Conv2d(nn::Conv2dOptions(c.in_channels, ch[0], 3).padding(1)));
   down_blocks = register_module("down_blocks", nn::ModuleList());
   int64_t out = ch[0];
   for (size_t i = 0; i < n; ++i) {
@@ -69,20 +69,20 @@ EncoderImpl::EncoderImpl(const VAEConfig& c) {
   mid_block = register_module("mid_block", VAEMidBlock(ch[n - 1], c.norm_num_groups));
   conv_norm_out =
       register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[n - 1]).eps(kVAEEps)));
-  conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[n - 1], 2 * c.latent_channels, 3).padding(1)));
+  conv_out = register_module("conv_out", Conv2d(nn::Conv2dOptions(ch[n - 1], 2 * c.latent_channels, 3).padding(1)));
 }
 
 torch::Tensor EncoderImpl::forward(const torch::Tensor& image) {
   auto x = conv_in(image);
   for (size_t i = 0; i < down_blocks->size(); ++i) x = at<VAEBlockImpl>(down_blocks, i).forward(x);
   x = mid_block(x);
-  return conv_out(torch::silu(conv_norm_out(x)));
+  return conv_out(silu_inplace(conv_norm_out(x)));
 }
 
 DecoderImpl::DecoderImpl(const VAEConfig& c) {
   const auto& ch = c.block_out_channels;
   const size_t n = ch.size();
-  conv_in = register_module("conv_in", nn::Conv2d(nn::Conv2dOptions(c.latent_channels, ch[n - 1], 3).padding(1)));
+  conv_in = register_module("conv_in", Conv2d(nn::Conv2dOptions(c.latent_channels, ch[n - 1], 3).padding(1)));
   mid_block = register_module("mid_block", VAEMidBlock(ch[n - 1], c.norm_num_groups));
   up_blocks = register_module("up_blocks", nn::ModuleList());
   int64_t out = ch[n - 1];
@@ -94,24 +94,24 @@ DecoderImpl::DecoderImpl(const VAEConfig& c) {
   }
   conv_norm_out =
       register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[0]).eps(kVAEEps)));
-  conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[0], c.out_channels, 3).padding(1)));
+  conv_out = register_module("conv_out", Conv2d(nn::Conv2dOptions(ch[0], c.out_channels, 3).padding(1)));
 }
 
 torch::Tensor DecoderImpl::forward(const torch::Tensor& z) {
   auto x = conv_in(z);
   x = mid_block(x);
   for (size_t i = 0; i < up_blocks->size(); ++i) x = at<VAEBlockImpl>(up_blocks, i).forward(x);
-  return conv_out(torch::silu(conv_norm_out(x)));
+  return conv_out(silu_inplace(conv_norm_out(x)));
 }
 
 AutoencoderKLImpl::AutoencoderKLImpl(const VAEConfig& c, bool with_encoder) : config(c) {
   const int64_t l = c.latent_channels;
   if (with_encoder) {
     encoder = register_module("encoder", Encoder(c));
-    quant_conv = register_module("quant_conv", nn::Conv2d(nn::Conv2dOptions(2 * l, 2 * l, 1)));
+    quant_conv = register_module("quant_conv", Conv2d(nn::Conv2dOptions(2 * l, 2 * l, 1)));
   }
   decoder = register_module("decoder", Decoder(c));
-  post_quant_conv = register_module("post_quant_conv", nn::Conv2d(nn::Conv2dOptions(l, l, 1)));
+  post_quant_conv = register_module("post_quant_conv", Conv2d(nn::Conv2dOptions(l, l, 1)));
 }
 
 torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {

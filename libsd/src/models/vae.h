@@ -29,7 +29,7 @@ TORCH_MODULE(VAEBlock);
 struct EncoderImpl : torch::nn::Module {
   explicit EncoderImpl(const VAEConfig& config);
   torch::Tensor forward(const torch::Tensor& image);  // [B,3,H,W] in [-1,1] -> moments [B,2*latent,H/f,W/f]
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down_blocks{nullptr};
   VAEMidBlock mid_block{nullptr};
   GroupNorm conv_norm_out{nullptr};
@@ -39,7 +39,7 @@ TORCH_MODULE(Encoder);
 struct DecoderImpl : torch::nn::Module {
   explicit DecoderImpl(const VAEConfig& config);
   torch::Tensor forward(const torch::Tensor& z);
-  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList up_blocks{nullptr};
   VAEMidBlock mid_block{nullptr};
   GroupNorm conv_norm_out{nullptr};
@@ -59,7 +59,7 @@ struct AutoencoderKLImpl : torch::nn::Module {
   VAEConfig config;
   Encoder encoder{nullptr};
   Decoder decoder{nullptr};
-  torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+  Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
 };
 TORCH_MODULE(AutoencoderKL);
 

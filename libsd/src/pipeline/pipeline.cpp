@@ -11,6 +11,7 @@
 
 #include "core/log_macros.h"
 #include "models/attention.h"
+#include "models/conv2d.h"
 #include "pipeline/components.h"
 #include "sd/error.h"
 
@@ -77,6 +78,7 @@ struct Pipeline::Impl {
   c10::Device device{c10::kCPU};
   c10::ScalarType dtype = c10::kFloat;  // weights and model inputs
   torch::MemoryFormat memory_format = torch::MemoryFormat::Contiguous;
+  int64_t prepack_max_pixels = 0;  // resolved LoadOptions::prepack_max_pixels
 
   void sync() const {
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
@@ -105,12 +107,17 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
   check_dtype_supported(device, dtype, options.precision);
   auto impl = std::make_unique<Impl>(Impl{load_components(model, options), options, device});
   impl->dtype = dtype;
+  if (options.channels_last && device.is_cpu()) {
+    impl->prepack_max_pixels =
+        options.prepack_max_pixels >= 0 ? options.prepack_max_pixels : default_prepack_max_pixels(dtype);
+  }
   auto& p = impl->parts;
   for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(p.text_encoder.get()),
                                static_cast<torch::nn::Module*>(p.unet.get()), static_cast<torch::nn::Module*>(p.vae.get())}) {
     m->eval();
     m->to(device, impl->dtype);
     if (options.channels_last) to_channels_last(*m);
+    enable_conv_prepacking(*m, impl->prepack_max_pixels);
   }
   if (options.channels_last) impl->memory_format = torch::MemoryFormat::ChannelsLast;
   return Pipeline(std::move(impl));
@@ -120,6 +127,7 @@ const ModelInfo& Pipeline::info() const { return impl_->parts.info; }
 c10::Device Pipeline::device() const { return impl_->device; }
 Precision Pipeline::precision() const { return impl_->options.precision; }
 bool Pipeline::autocast() const { return impl_->options.autocast; }
+int64_t Pipeline::prepack_max_pixels() const { return impl_->prepack_max_pixels; }
 const SchedulerConfig& Pipeline::scheduler_config() const { return impl_->parts.scheduler_config; }
 
 at::Tensor Pipeline::encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
@@ -255,7 +263,9 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   result.timings.denoise_s = s.seconds_since(denoise_start);
   result.latents = latents;
 
-  // 6. Decode.
+  // 6. Decode. The UNet's packed convolution weights are dropped first: they are rebuilt at the next
+  //    generation's first step, and would otherwise add to the decoder's peak memory.
+  release_conv_packing(*s.parts.unet);
   if (options.decode) {
     stage_start = Clock::now();
     result.images01 = decode(latents);
