@@ -41,9 +41,9 @@ struct LoadOptions {
   bool channels_last = true;           // channels-last memory format for the UNet and VAE convolutions
   // CPU with channels-last: convolutions whose input has at most this many pixels (batch x height x
   // width) keep their weight reordered for oneDNN instead of reordering it at every call: up to 2.7x
-  // faster on small inputs, same results, but a second copy of those weights while the UNet runs
-  // (generate() drops it before decoding). -1: the library's choice per precision (fp32: 2x16x16,
-  // i.e. the UNet's 8x8 and 16x16 levels at 512x512, ~1.9 GB for SD 1.5; bf16: off), 0: never.
+  // faster on small inputs, same results, but a second copy of those weights, made at their first
+  // use. -1: the library's choice per precision (fp32: 2x16x16, i.e. the UNet's 8x8 and 16x16
+  // levels at 512x512, ~1.4 GB more peak memory for SD 1.5; bf16: off), 0: never.
   int64_t prepack_max_pixels = -1;
   bool vae_slicing = false;            // decode a batch one image at a time (bounds decoder memory)
   int64_t attention_slice = 0;         // >0: attention in query slices of this many rows (bounds memory)

@@ -101,17 +101,6 @@ torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
   return stack.at(0).toTensor();
 }
 
-int64_t release_conv_packing(torch::nn::Module& module) {
-  int64_t count = 0;
-  for (const auto& child : module.modules()) {
-    if (auto* conv = dynamic_cast<Conv2dImpl*>(child.get()); conv != nullptr && conv->packed()) {
-      conv->release_packing();
-      ++count;
-    }
-  }
-  return count;
-}
-
 int64_t enable_conv_prepacking(torch::nn::Module& module, int64_t max_pixels) {
   int64_t count = 0;
   for (const auto& child : module.modules()) {

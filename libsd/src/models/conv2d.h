@@ -21,7 +21,6 @@ struct Conv2dImpl : torch::nn::Conv2dImpl {
   // (0: never; set by enable_conv_prepacking).
   int64_t prepack_max_pixels = 0;
   bool packed() const { return !packed_context_.isNone(); }
-  void release_packing() { packed_context_ = c10::IValue(); }
 
  private:
   bool worth_packing(const torch::Tensor& x) const;
@@ -31,7 +30,8 @@ struct Conv2dImpl : torch::nn::Conv2dImpl {
 TORCH_MODULE(Conv2d);
 
 // The library's default for LoadOptions::prepack_max_pixels = -1: where packing pays for its
-// memory. Measured on 2 Zen 4 cores (docs/performance.md), packed vs plain GFLOP/s, 3x3, batch 2:
+// memory. (Packing all 45 such weights of the SD 1.5 UNet takes ~1.1 s in fp32, once: dropping the
+// copies between generations to save memory would cost that again at every generation.) Measured on 2 Zen 4 cores (docs/performance.md), packed vs plain GFLOP/s, 3x3, batch 2:
 //   fp32: 8x8 1280ch 77 -> 210, 16x16 163 -> 238, 32x32 226 -> 233   -> 2 x 16 x 16 (UNet +5%, +1.9 GB)
 //   bf16: 8x8 1280ch 322 -> 451, 16x16 425 -> 466                     -> 0 (UNet +2.5% for +0.27 GB:
 //         not worth it against the 3 GB memory goal)
@@ -42,10 +42,5 @@ bool conv_prepacking_available();
 
 // Sets Conv2dImpl::prepack_max_pixels on every Conv2d in `module`; returns how many there are.
 int64_t enable_conv_prepacking(torch::nn::Module& module, int64_t max_pixels);
-
-// Drops every packed weight copy in `module` (they are made again at the next eligible call);
-// returns how many were dropped. The pipeline does this before the VAE decode, so the UNet's
-// copies do not add to the decoder's peak memory.
-int64_t release_conv_packing(torch::nn::Module& module);
 
 }  // namespace sd

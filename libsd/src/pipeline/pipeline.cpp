@@ -263,9 +263,7 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   result.timings.denoise_s = s.seconds_since(denoise_start);
   result.latents = latents;
 
-  // 6. Decode. The UNet's packed convolution weights are dropped first: they are rebuilt at the next
-  //    generation's first step, and would otherwise add to the decoder's peak memory.
-  release_conv_packing(*s.parts.unet);
+  // 6. Decode.
   if (options.decode) {
     stage_start = Clock::now();
     result.images01 = decode(latents);
