@@ -62,6 +62,19 @@ SD_AVX512 SD_ALWAYS_INLINE void store_bf16(uint16_t* p, __mmask16 mask, __m512 v
   _mm256_mask_storeu_epi16(p, mask, _mm512_cvtepi32_epi16(rounded));
 }
 
+// Element access for kernels templated over the storage type: fp32 as is, bf16 widened on load
+// and rounded on store.
+struct Fp32Elements {
+  using T = float;
+  SD_AVX512 static SD_ALWAYS_INLINE __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+  SD_AVX512 static SD_ALWAYS_INLINE void store(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+};
+struct Bf16Elements {
+  using T = uint16_t;
+  SD_AVX512 static SD_ALWAYS_INLINE __m512 load(const uint16_t* p, __mmask16 m) { return load_bf16(p, m); }
+  SD_AVX512 static SD_ALWAYS_INLINE void store(uint16_t* p, __mmask16 m, __m512 v) { store_bf16(p, m, v); }
+};
+
 }  // namespace sd::kernels::detail
 
 #endif

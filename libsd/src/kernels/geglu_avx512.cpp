@@ -36,18 +36,6 @@ SD_AVX512 SD_ALWAYS_INLINE __m512 gelu_ps(__m512 x) {
   return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), one_plus_erf);
 }
 
-// Element access for the row loop: fp32 as is, bf16 widened on load and rounded on store.
-struct F32 {
-  using T = float;
-  SD_AVX512 static SD_ALWAYS_INLINE __m512 load(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-  SD_AVX512 static SD_ALWAYS_INLINE void store(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
-};
-struct BF16 {
-  using T = uint16_t;
-  SD_AVX512 static SD_ALWAYS_INLINE __m512 load(const uint16_t* p, __mmask16 m) { return load_bf16(p, m); }
-  SD_AVX512 static SD_ALWAYS_INLINE void store(uint16_t* p, __mmask16 m, __m512 v) { store_bf16(p, m, v); }
-};
-
 template <class E>
 SD_AVX512 void geglu_rows(const typename E::T* in, int64_t in_row_stride, typename E::T* out, int64_t rows,
                           int64_t h) {
@@ -65,11 +53,11 @@ SD_AVX512 void geglu_rows(const typename E::T* in, int64_t in_row_stride, typena
 }  // namespace
 
 void geglu_rows_fp32_avx512(const float* in, int64_t in_row_stride, float* out, int64_t rows, int64_t h) {
-  geglu_rows<F32>(in, in_row_stride, out, rows, h);
+  geglu_rows<Fp32Elements>(in, in_row_stride, out, rows, h);
 }
 
 void geglu_rows_bf16_avx512(const uint16_t* in, int64_t in_row_stride, uint16_t* out, int64_t rows, int64_t h) {
-  geglu_rows<BF16>(in, in_row_stride, out, rows, h);
+  geglu_rows<Bf16Elements>(in, in_row_stride, out, rows, h);
 }
 
 SD_AVX512 void gelu_avx512(const float* x, float* y, int64_t n) {

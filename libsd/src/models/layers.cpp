@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "kernels/geglu.h"
+#include "kernels/group_norm_silu.h"
 
 namespace sd {
 namespace nn = torch::nn;
@@ -37,6 +38,13 @@ torch::Tensor add_into(torch::Tensor fresh, const torch::Tensor& other) {
 torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
   if (x.scalar_type() == weight.scalar_type()) return torch::nn::GroupNormImpl::forward(x);
   return torch::group_norm(x.to(weight.scalar_type()), options.num_groups(), weight, bias, options.eps());
+}
+
+torch::Tensor GroupNormImpl::forward_silu(const torch::Tensor& x) {
+  if (kernels::group_norm_silu_supported(x, options.num_groups(), weight, bias)) {
+    return kernels::group_norm_silu(x, options.num_groups(), weight, bias, options.eps());
+  }
+  return silu_inplace(forward(x));
 }
 
 torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
@@ -74,12 +82,11 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, 
 }
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
-  // The norms' outputs are fresh tensors: SiLU in place saves an allocation the size of the feature map.
-  auto h = conv1(silu_inplace(norm1(x)));
+  auto h = conv1(norm1->forward_silu(x));
   if (time_emb_proj && temb.defined()) {
     h = add_into(h, time_emb_proj(torch::silu(temb)).unsqueeze(-1).unsqueeze(-1));
   }
-  h = conv2(silu_inplace(norm2(h)));  // dropout: identity at inference
+  h = conv2(norm2->forward_silu(h));  // dropout: identity at inference
   auto out = add_into(h, conv_shortcut ? conv_shortcut(x) : x);
   if (output_scale_factor != 1.0) out = out.div_(output_scale_factor);
   return out;

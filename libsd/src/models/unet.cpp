@@ -152,7 +152,7 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
   for (size_t i = 0; i < up_blocks->size(); ++i) {
     x = at<UpBlockImpl>(up_blocks, i).forward(x, emb, context, skips);
   }
-  return conv_out(silu_inplace(conv_norm_out(x)));
+  return conv_out(conv_norm_out->forward_silu(x));
 }
 
 }  // namespace sd

@@ -76,7 +76,7 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& image) {
   auto x = conv_in(image);
   for (size_t i = 0; i < down_blocks->size(); ++i) x = at<VAEBlockImpl>(down_blocks, i).forward(x);
   x = mid_block(x);
-  return conv_out(silu_inplace(conv_norm_out(x)));
+  return conv_out(conv_norm_out->forward_silu(x));
 }
 
 DecoderImpl::DecoderImpl(const VAEConfig& c) {
@@ -101,7 +101,7 @@ torch::Tensor DecoderImpl::forward(const torch::Tensor& z) {
   auto x = conv_in(z);
   x = mid_block(x);
   for (size_t i = 0; i < up_blocks->size(); ++i) x = at<VAEBlockImpl>(up_blocks, i).forward(x);
-  return conv_out(silu_inplace(conv_norm_out(x)));
+  return conv_out(conv_norm_out->forward_silu(x));
 }
 
 AutoencoderKLImpl::AutoencoderKLImpl(const VAEConfig& c, bool with_encoder) : config(c) {
