@@ -2,11 +2,11 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
+#include <c10/util/BFloat16.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -33,12 +33,7 @@ struct Passes<uint16_t> {
 };
 
 float to_float(float v) { return v; }
-float to_float(uint16_t bits) {
-  uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &wide, sizeof f);
-  return f;
-}
+float to_float(uint16_t bits) { return static_cast<float>(c10::BFloat16(bits, c10::BFloat16::from_bits())); }
 
 template <class T>
 void run(const T* x, T* y, int64_t batch, int64_t pixels, int64_t channels, int64_t groups, const float* gamma,

@@ -1,5 +1,6 @@
 #include "models/layers.h"
 
+#include <ATen/ExpandUtils.h>
 #include <torch/version.h>
 
 #include <cmath>
@@ -27,10 +28,8 @@ torch::Tensor timestep_embedding(const torch::Tensor& timesteps, int64_t dim, bo
 torch::Tensor add_into(torch::Tensor fresh, const torch::Tensor& other) {
   // In place only where the result is what `fresh + other` would be: same dtype (no promotion,
   // which autocast relies on) and `other` broadcasts into `fresh`'s shape.
-  if (fresh.scalar_type() != other.scalar_type() || other.dim() > fresh.dim()) return fresh + other;
-  for (int64_t i = 1; i <= other.dim(); ++i) {
-    const int64_t a = fresh.size(-i), b = other.size(-i);
-    if (b != a && b != 1) return fresh + other;
+  if (fresh.scalar_type() != other.scalar_type() || at::infer_size(fresh.sizes(), other.sizes()) != fresh.sizes()) {
+    return fresh + other;
   }
   return fresh.add_(other);
 }
