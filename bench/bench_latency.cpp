@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "common.h"
+#include "sd/build_info.h"
 #include "cuda_stats.h"
 #include "flops.h"
 #include "op_profile.h"
@@ -187,7 +188,7 @@ int run(const LatencyArgs& a) {
             progress(config + ": run " + std::to_string(r + 1) + "/" + std::to_string(a.repeats) + " " +
                      sd_bench::fixed(t.total_s, 3) + " s");
           }
-          const auto memory = sd_bench::cuda_memory(cuda_index);
+          const auto memory = cuda ? sd_bench::cuda_memory(cuda_index) : std::nullopt;
           const auto lat = sd_bench::summarize(latency);
           const auto per_eval = sd_bench::summarize(unet);
           const double tflops = per_eval.median > 0 ? flops.unet.total() / per_eval.median / 1e12 : 0.0;
@@ -196,7 +197,7 @@ int run(const LatencyArgs& a) {
           Row row;
           row["device"] = device;
           row["device_type"] = cuda ? "cuda" : "cpu";
-          row["libtorch"] = sd_bench::libtorch_version();
+          sd_bench::add_build_columns(row);
           row["git_revision"] = sd_bench::git_revision();
           row["threads"] = at::get_num_threads();
           row["model"] = a.common.model;
@@ -255,7 +256,7 @@ int run(const LatencyArgs& a) {
     });
   }
 
-  std::cout << "device: " << device << "  LibTorch " << sd_bench::libtorch_version() << "  git "
+  std::cout << "device: " << device << "  " << sd::build_info_line() << "  git "
             << sd_bench::git_revision() << "  threads " << at::get_num_threads() << "  scheduler "
             << a.common.scheduler << "  " << a.common.width << "x" << a.common.height << "\n"
             << table.str();

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "common.h"
+#include "sd/build_info.h"
 #include "image_metrics.h"
 #include "sd/error.h"
 #include "sd/pipeline.h"
@@ -134,7 +135,7 @@ int run(QualityArgs& a) {
     row["precision_a"] = pair[0].label;
     row["precision_b"] = pair[1].label;
     row["device"] = sd_bench::device_name(a.common.device);
-    row["libtorch"] = sd_bench::libtorch_version();
+    sd_bench::add_build_columns(row);
     row["git_revision"] = sd_bench::git_revision();
     row["model"] = a.common.model;
     row["scheduler"] = a.common.scheduler;
@@ -204,8 +205,8 @@ int run(QualityArgs& a) {
 
   sd_bench::write_csv_rows(out_dir / "metrics.csv", rows);
   sd_bench::write_json_rows(out_dir / "metrics.json", rows);
-  std::cout << pair[0].label << " vs " << pair[1].label << " on " << sd_bench::device_name(a.common.device) << "  LibTorch "
-            << sd_bench::libtorch_version() << "  git " << sd_bench::git_revision() << "  scheduler " << a.common.scheduler
+  std::cout << pair[0].label << " vs " << pair[1].label << " on " << sd_bench::device_name(a.common.device) << "  "
+            << sd::build_info_line() << "  git " << sd_bench::git_revision() << "  scheduler " << a.common.scheduler
             << "  " << a.common.width << "x" << a.common.height << "  seed " << a.common.seed << "\n"
             << table.str() << "images and metrics in " << out_dir.string() << "\n";
   return 0;

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "common.h"
+#include "sd/build_info.h"
 #include "cuda_stats.h"
 #include "sd/error.h"
 #include "sd/pipeline.h"
@@ -96,7 +97,7 @@ class Runner {
       latency.clear();
       if (cuda_) sd_bench::cuda_empty_cache();
     }
-    const auto memory = sd_bench::cuda_memory(cuda_index_);
+    const auto memory = cuda_ ? sd_bench::cuda_memory(cuda_index_) : std::nullopt;
     const auto rss = sd_bench::peak_rss_bytes();
     const std::optional<int64_t> peak = memory ? std::optional<int64_t>(memory->peak_reserved) : rss;
     if (error.empty() && a_.max_memory > 0 && peak && *peak > a_.max_memory) {
@@ -110,7 +111,7 @@ class Runner {
     row["kind"] = kind;
     row["device"] = device_;
     row["device_type"] = cuda_ ? "cuda" : "cpu";
-    row["libtorch"] = sd_bench::libtorch_version();
+    sd_bench::add_build_columns(row);
     row["git_revision"] = sd_bench::git_revision();
     row["threads"] = at::get_num_threads();
     row["model"] = a_.common.model;
@@ -238,7 +239,7 @@ int run(ThroughputArgs& a) {
       Row summary;
       summary["kind"] = "summary";
       summary["device"] = sd_bench::device_name(a.common.device);
-      summary["libtorch"] = sd_bench::libtorch_version();
+      sd_bench::add_build_columns(summary);
       summary["git_revision"] = sd_bench::git_revision();
       summary["model"] = a.common.model;
       summary["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
@@ -266,7 +267,7 @@ int run(ThroughputArgs& a) {
     });
   }
 
-  std::cout << "device: " << sd_bench::device_name(a.common.device) << "  LibTorch " << sd_bench::libtorch_version()
+  std::cout << "device: " << sd_bench::device_name(a.common.device) << "  " << sd::build_info_line()
             << "  git " << sd_bench::git_revision() << "  steps " << a.steps << "  " << a.common.width << "x"
             << a.common.height << "\n"
             << table.str() << summary_text;

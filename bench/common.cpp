@@ -1,4 +1,5 @@
 #include "common.h"
+#include "sd/build_info.h"
 
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
@@ -209,6 +210,14 @@ std::string device_name(const std::string& device) {
 }
 
 std::string libtorch_version() { return TORCH_VERSION; }
+
+void add_build_columns(Row& row) {
+  const auto& info = sd::build_info();
+  row["libtorch"] = info.libtorch_version;
+  row["libtorch_cuda"] = info.cuda_compiled;
+  row["cuda"] = info.cuda_version;
+  row["cudnn"] = info.cudnn_version;
+}
 
 std::string git_revision() { return LIBSD_BENCH_GIT_REVISION; }
 

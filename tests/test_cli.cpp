@@ -126,3 +126,17 @@ TEST_CASE("sd inspect describes a diffusers folder and a single-file checkpoint"
   CHECK(r.out.find("unet: ") != std::string::npos);
   CHECK(r.out.find("0 differences") != std::string::npos);
 }
+
+TEST_CASE("sd --version names LibTorch, its CUDA and the visible devices", "[unit][cli]") {
+  auto r = run_sd("--version");
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Catch::StartsWith("libsd "));
+  CHECK_THAT(r.out, Catch::Contains("LibTorch " TORCH_VERSION));
+#ifdef LIBSD_TEST_EXPECT_CUDA
+  // A LibTorch with CUDA: the CUDA runtime version and the device count are reported.
+  CHECK_THAT(r.out, Catch::Contains(", CUDA 1"));
+  CHECK_THAT(r.out, Catch::Contains("CUDA device"));
+#else
+  CHECK_THAT(r.out, Catch::Contains("no CUDA"));
+#endif
+}

@@ -4,9 +4,12 @@
 #include <exception>
 
 #include "commands.h"
+#include "sd/build_info.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"sd - Stable Diffusion on LibTorch (libsd)"};
+  // --version: what was built against what (LibTorch, CUDA, cuDNN) and the GPUs visible now.
+  app.set_version_flag("--version", [] { return sd::build_info_line(); });
   app.require_subcommand(1);
   std::vector<std::pair<CLI::App*, sd_cli::Run>> commands;
   auto* generate = app.add_subcommand("generate", "text-to-image");

@@ -16,6 +16,7 @@ int main(int argc, char** argv) try {
   std::printf("tokens=%zu first=%lld timesteps=%lld precision=%s\n", tokens.ids.size(),
               static_cast<long long>(tokens.ids[1]), static_cast<long long>(read.get("timesteps").size(0)),
               sd::precision_name(sd::Precision::kBF16).c_str());
+  std::printf("%s\n", sd::build_info_line().c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "error: %s\n", e.what());
