@@ -4,14 +4,13 @@
 
 #include <ATen/autocast_mode.h>
 #include <ATen/Context.h>
-#include <torch/version.h>
-
+#include "core/autocast_state.h"
+#include "core/torch_version.h"
 #include "sd/error.h"
 
 namespace sd {
-namespace {
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if SD_TORCH_AT_LEAST(2, 4)
 bool autocast_enabled(c10::DeviceType type) { return at::autocast::is_autocast_enabled(type); }
 void set_autocast(c10::DeviceType type, bool on) { at::autocast::set_autocast_enabled(type, on); }
 c10::ScalarType get_autocast_dtype(c10::DeviceType type) { return at::autocast::get_autocast_dtype(type); }
@@ -32,8 +31,6 @@ void set_autocast_dtype(c10::DeviceType type, c10::ScalarType dtype) {
   else at::autocast::set_autocast_cpu_dtype(dtype);
 }
 #endif
-
-}  // namespace
 
 Precision precision_from_name(std::string_view name) {
   if (name == "fp32") return Precision::kFP32;

@@ -1,15 +1,15 @@
 #include "models/conv2d.h"
 
-#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
-#include <torch/version.h>
 
 #include <algorithm>
 #include <optional>
 #include <string>
 
+#include "core/autocast_state.h"
 #include "core/log_macros.h"
+#include "core/torch_version.h"
 
 namespace sd {
 namespace {
@@ -34,7 +34,7 @@ const std::optional<PrepackOps>& prepack_ops() {
 }
 
 // LibTorch's option variants are c10::variant before 2.1, std::variant since.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#if SD_TORCH_AT_LEAST(2, 1)
 namespace variant_ns = std;
 #else
 namespace variant_ns = c10;
@@ -46,14 +46,6 @@ const torch::ExpandingArray<2>* explicit_padding(const torch::nn::detail::ConvNd
 
 bool zero_padding_mode(const torch::nn::detail::ConvNdOptions<2>& options) {
   return variant_ns::holds_alternative<torch::enumtype::kZeros>(options.padding_mode());
-}
-
-bool autocast_enabled() {
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
-  return at::autocast::is_autocast_enabled(at::kCPU);
-#else
-  return at::autocast::is_cpu_enabled();
-#endif
 }
 
 }  // namespace
@@ -70,7 +62,7 @@ bool Conv2dImpl::worth_packing(const torch::Tensor& x) const {
   if (!x.is_contiguous(torch::MemoryFormat::ChannelsLast) || !weight.is_contiguous(torch::MemoryFormat::ChannelsLast))
     return false;
   if (!zero_padding_mode(options) || explicit_padding(options) == nullptr) return false;
-  return !autocast_enabled();  // autocast casts inside aten::conv2d; the packed path would skip that
+  return !autocast_enabled(c10::kCPU);  // autocast casts inside aten::conv2d; the packed path would skip that
 }
 
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
