@@ -6,11 +6,22 @@ function(libsd_require found pkg what)
   endif()
 endfunction()
 
+# A CUDA LibTorch's CMake package needs nvcc and the CUDA headers (it enables the CUDA language):
+# take the toolkit at /usr/local/cuda when nothing else was named.
+if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc CACHE FILEPATH "CUDA compiler (for a CUDA LibTorch)")
+endif()
 find_package(Torch QUIET)
 libsd_require(Torch_FOUND "libtorch-dev libopenblas0-openmp"
   "LibTorch (or pass -DCMAKE_PREFIX_PATH=/path/to/libtorch for another build, e.g. a CUDA one)")
 # TorchConfig puts its ABI flag in TORCH_CXX_FLAGS; keep it per target, not global.
 separate_arguments(LIBSD_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+
+# A LibTorch outside the system folders: installed programs and libsd.so keep its lib/ in their run
+# path (CMAKE_INSTALL_RPATH_USE_LINK_PATH alone drops it where it also holds a libgomp).
+if(TORCH_INSTALL_PREFIX AND NOT TORCH_INSTALL_PREFIX MATCHES "^/usr/?$")
+  list(APPEND CMAKE_INSTALL_RPATH "${TORCH_INSTALL_PREFIX}/lib")
+endif()
 
 # Does this LibTorch have CUDA? CUDA-only sources compile only then.
 set(LIBSD_WITH_CUDA OFF)

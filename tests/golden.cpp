@@ -1,6 +1,9 @@
 #include "golden.h"
 
+#include <cstdlib>
+
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
@@ -8,7 +11,12 @@
 
 namespace golden {
 
-std::filesystem::path dir() { return std::filesystem::path(LIBSD_GOLDEN_DIR); }
+// LIBSD_GOLDEN_DIR in the environment overrides the built-in path (the GPU check script runs on a
+// machine where the golden data is a copy inside the checkout).
+std::filesystem::path dir() {
+  const char* env = std::getenv("LIBSD_GOLDEN_DIR");
+  return std::filesystem::path(env != nullptr && *env != '\0' ? env : LIBSD_GOLDEN_DIR);
+}
 
 const nlohmann::json& manifest() {
   static const nlohmann::json m = [] {
@@ -32,6 +40,15 @@ std::vector<nlohmann::json> cases_of_kind(const std::string& kind) {
     if (c["kind"] == kind) out.push_back(c);
   }
   return out;
+}
+
+bool same_torch_as_reference() {
+  static const bool same = [] {
+    const std::string reference = manifest()["reference"]["torch"];  // "1.13.0a0"
+    const std::string ours = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + ".";
+    return reference.rfind(ours, 0) == 0;
+  }();
+  return same;
 }
 
 sd::StateDict load_case(const std::string& name) { return sd::load_safetensors(dir() / (name + ".safetensors")); }

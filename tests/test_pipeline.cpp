@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "golden.h"
+#include "golden_e2e.h"
 #include "sd/error.h"
 #include "sd/pipeline.h"
 #include <ATen/autocast_mode.h>
@@ -28,11 +29,6 @@ sd::Pipeline& tiny_defaults() {
   return pipe;
 }
 
-nlohmann::json case_json(const std::string& name) {
-  std::ifstream in(golden::dir() / (name + ".json"));
-  return nlohmann::json::parse(in);
-}
-
 }  // namespace
 
 TEST_CASE("Text-to-image matches diffusers step by step on every e2e golden case", "[parity][e2e]") {
@@ -43,23 +39,10 @@ TEST_CASE("Text-to-image matches diffusers step by step on every e2e golden case
   for (const auto& c : golden::cases_of_kind("e2e")) {
     const std::string name = c["name"];
     SECTION(name) {
-      const auto meta = case_json(name);
+      const auto meta = golden::case_json(name);
       auto ref = golden::load_case(name);
       const auto tol = golden::tolerance_of(c);
-      sd::GenerateOptions opt;
-      opt.negative_prompt = meta["negative_prompt"].is_null() ? "" : meta["negative_prompt"].get<std::string>();
-      opt.guidance_scale = meta["guidance_scale"];
-      opt.steps = meta["steps"];
-      opt.height = meta["height"];
-      opt.width = meta["width"];
-      opt.scheduler = sd::scheduler_kind_from_name(meta["scheduler"].get<std::string>());
-      if (meta.contains("eta") && !meta["eta"].is_null()) opt.eta = meta["eta"];
-      opt.keep_step_latents = true;
-      if (meta.contains("generator_seed") && !meta["generator_seed"].is_null()) {
-        opt.seed = meta["generator_seed"];  // seeded noise: our generator must draw what diffusers drew
-      } else {
-        opt.initial_latents = ref.at("initial_latents");  // given latents (init_noise_sigma is 1 here)
-      }
+      const auto opt = golden::e2e_options(meta, ref);
       auto result = pipe.generate(meta["prompt"].get<std::string>(), opt);
 
       CHECK_CLOSE_TO_GOLDEN(result.init_latents, ref.at("initial_latents"), tol);
