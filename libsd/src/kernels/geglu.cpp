@@ -1,5 +1,7 @@
 #include "kernels/geglu.h"
 
+#include <torch/version.h>
+
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <torch/torch.h>
@@ -15,6 +17,16 @@ bool geglu_supported(const at::Tensor& x) {
   return x.defined() && x.device().is_cpu() && x.layout() == at::kStrided && x.dim() >= 1 &&
          (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && x.size(-1) > 0 &&
          x.size(-1) % 2 == 0 && x.stride(-1) == 1 && detail::cpu_has_avx512();
+}
+
+bool geglu_pays_off(const at::Tensor& x) {
+  if (!geglu_supported(x)) return false;
+#if TORCH_VERSION_MAJOR >= 2
+  // [2, 4096, 2560]: fp32 20.5 vs 31.9 ms, bf16 8.4 vs 4.8 ms (LibTorch 2.11, 2 Zen 4 cores).
+  return x.scalar_type() == at::kFloat;
+#else
+  return true;  // LibTorch 1.13: 1.9-4.9x in both dtypes
+#endif
 }
 
 at::Tensor geglu(const at::Tensor& projected) {

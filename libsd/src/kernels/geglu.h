@@ -20,6 +20,10 @@ bool geglu_supported(const at::Tensor& projected);
 // Throws sd::Error when !geglu_supported(projected).
 at::Tensor geglu(const at::Tensor& projected);
 
+// Whether the fused pass is faster than LibTorch's own two ops here: supported, and not bf16 on
+// LibTorch 2.x, whose vectorized bf16 gelu wins (measured per version: docs/performance.md).
+bool geglu_pays_off(const at::Tensor& projected);
+
 namespace detail {
 // Row kernels (AVX-512, GCC target attributes): rows of 2H inputs -> rows of H outputs.
 void geglu_rows_fp32_avx512(const float* in, int64_t in_row_stride, float* out, int64_t rows, int64_t h);

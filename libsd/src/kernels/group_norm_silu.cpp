@@ -1,5 +1,7 @@
 #include "kernels/group_norm_silu.h"
 
+#include <torch/version.h>
+
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <c10/util/BFloat16.h>
@@ -91,6 +93,18 @@ bool group_norm_silu_supported(const at::Tensor& x, int64_t groups, const at::Te
   const int64_t channels = x.size(1);
   if (groups <= 0 || channels % groups != 0 || weight.numel() != channels || bias.numel() != channels) return false;
   return x.is_contiguous(at::MemoryFormat::ChannelsLast) && detail::cpu_has_avx512();
+}
+
+bool group_norm_silu_pays_off(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                              const at::Tensor& bias) {
+  if (!group_norm_silu_supported(x, groups, weight, bias)) return false;
+  const int64_t pixels = x.size(2) * x.size(3);
+  if (x.scalar_type() == at::kFloat) return pixels <= 64 * 64;
+#if TORCH_VERSION_MAJOR >= 2
+  return pixels <= 256 * 256;
+#else
+  return true;
+#endif
 }
 
 at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,

@@ -21,6 +21,12 @@ bool group_norm_silu_supported(const at::Tensor& x, int64_t groups, const at::Te
 at::Tensor group_norm_silu(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
                            double eps);
 
+// Whether the fused kernel is faster than LibTorch's group_norm + silu_ for this input, by
+// measurement per LibTorch version and dtype (docs/performance.md): fp32 up to 64x64 pixels only
+// (above, LibTorch's own is 1-13 % faster), bf16 everywhere on 1.13 and up to 256x256 on 2.x.
+bool group_norm_silu_pays_off(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                              const at::Tensor& bias);
+
 namespace detail {
 // x: `pixels` rows of C channels. sum[c] += sum_p (x[p][c] - shift[c]), sumsq[c] += ... squared.
 void channel_moments_fp32_avx512(const float* x, int64_t pixels, int64_t channels, const float* shift, double* sum,

@@ -63,9 +63,20 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
                                    int64_t heads, const AttentionOptions& options) {
   const int64_t head_dim = q.size(2) / heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  // CPU: libsd's fused kernel, on every LibTorch. Measured against LibTorch 2.11's own flash
+  // attention CPU kernel (scaled_dot_product_attention, [B, heads, N, D]) on SD 1.5's 64x64
+  // self-attention: 127 vs 284 ms in fp32, 76 vs 295 ms in bf16 (docs/performance.md). It never
+  // materializes the score matrix (so slicing is moot) and accumulates in fp32, which is what
+  // upcast asks for.
+  torch::Tensor qh, kh, vh;  // [B*H, N, D], made once where a path needs them
+  if (attention_backend() == AttentionBackend::kAuto && !options.causal && q.device().is_cpu()) {
+    qh = split_heads(q, heads), kh = split_heads(k, heads), vh = split_heads(v, heads);
+    if (kernels::cpu_attention_supported(qh, kh, vh)) return merge_heads(kernels::cpu_attention(qh, kh, vh, scale), heads);
+  }
 #if TORCH_VERSION_MAJOR >= 2
-  // LibTorch 2.x: the fused kernels (flash / memory-efficient on CUDA). Upcast keeps the
-  // reference's fp32 scores, which SDPA does not offer, so it takes the explicit path.
+  // LibTorch 2.x elsewhere (CUDA; CLIP's causal attention on CPU): its fused kernels (flash /
+  // memory-efficient on CUDA). Upcast keeps the reference's fp32 scores, which SDPA does not
+  // offer, so it takes the explicit path.
   if (attention_backend() == AttentionBackend::kAuto && !options.upcast && attention_query_slice() == 0) {
     auto b = q.size(0);
     auto q4 = q.reshape({b, q.size(1), heads, head_dim}).transpose(1, 2);
@@ -75,13 +86,7 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
     return out.transpose(1, 2).reshape({b, q.size(1), heads * head_dim});
   }
 #endif
-  auto qh = split_heads(q, heads), kh = split_heads(k, heads), vh = split_heads(v, heads);
-  // The fused kernel never materializes the score matrix (so slicing is moot) and accumulates in
-  // fp32, which is what upcast asks for.
-  if (attention_backend() == AttentionBackend::kAuto && !options.causal &&
-      kernels::cpu_attention_supported(qh, kh, vh)) {
-    return merge_heads(kernels::cpu_attention(qh, kh, vh, scale), heads);
-  }
+  if (!qh.defined()) qh = split_heads(q, heads), kh = split_heads(k, heads), vh = split_heads(v, heads);
   const int64_t nq = qh.size(1);
   const int64_t slice = attention_query_slice();
   torch::Tensor out;

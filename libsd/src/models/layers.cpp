@@ -40,7 +40,7 @@ torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor GroupNormImpl::forward_silu(const torch::Tensor& x) {
-  if (kernels::group_norm_silu_supported(x, options.num_groups(), weight, bias)) {
+  if (kernels::group_norm_silu_pays_off(x, options.num_groups(), weight, bias)) {
     return kernels::group_norm_silu(x, options.num_groups(), weight, bias, options.eps());
   }
   return silu_inplace(forward(x));
@@ -167,7 +167,7 @@ GEGLUImpl::GEGLUImpl(int64_t dim_in, int64_t dim_out) {
 
 torch::Tensor GEGLUImpl::forward(const torch::Tensor& x) {
   auto projected = proj(x);
-  if (kernels::geglu_supported(projected)) return kernels::geglu(projected);  // one fused pass on the CPU
+  if (kernels::geglu_pays_off(projected)) return kernels::geglu(projected);  // one fused pass on the CPU
   auto parts = projected.chunk(2, -1);
   return torch::gelu(parts[1]).mul_(parts[0]);  // exact (erf) gelu, as diffusers; product in place
 }
