@@ -152,12 +152,14 @@ int run(const LatencyArgs& a) {
 
   std::vector<Row> profiles;
   std::vector<std::string> failures;
+  int threads = at::get_num_threads();  // what the pipelines used, for the header line
   for (const auto& precision : precisions) {
     // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
     sd_bench::guarded(precision.label, &failures, [&] {
       progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
       auto pipe = sd::Pipeline::load(a.common.model, sd_bench::make_load_options(a.common, precision));
       const double load_s = pipe.info().load_s;
+      threads = pipe.threads();
       for (int batch : batches) {
         const auto flops = sd_bench::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
         for (int steps : step_counts) {
@@ -180,7 +182,7 @@ int run(const LatencyArgs& a) {
             const auto& t = result.timings;
             latency.push_back(t.total_s);
             unet.insert(unet.end(), t.unet_s.begin(), t.unet_s.end());
-            text.push_back(t.text_encoder_s + t.tokenize_s);
+            text.push_back(t.text_encoder_s);
             decode.push_back(t.decode_s);
             scheduler.push_back(sd_bench::sum(t.scheduler_s));
             denoise.push_back(t.denoise_s);
@@ -199,7 +201,7 @@ int run(const LatencyArgs& a) {
           row["device_type"] = cuda ? "cuda" : "cpu";
           sd_bench::add_build_columns(row);
           row["git_revision"] = sd_bench::git_revision();
-          row["threads"] = at::get_num_threads();
+          row["threads"] = pipe.threads();
           row["model"] = a.common.model;
           row["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
           row["autocast"] = precision.autocast;
@@ -257,7 +259,7 @@ int run(const LatencyArgs& a) {
   }
 
   std::cout << "device: " << device << "  " << sd::build_info_line() << "  git "
-            << sd_bench::git_revision() << "  threads " << at::get_num_threads() << "  scheduler "
+            << sd_bench::git_revision() << "  threads " << threads << "  scheduler "
             << a.common.scheduler << "  " << a.common.width << "x" << a.common.height << "\n"
             << table.str();
   if (!a.output.json.empty()) sd_bench::append_json_rows(a.output.json, rows);

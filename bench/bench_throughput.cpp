@@ -113,7 +113,7 @@ class Runner {
     row["device_type"] = cuda_ ? "cuda" : "cpu";
     sd_bench::add_build_columns(row);
     row["git_revision"] = sd_bench::git_revision();
-    row["threads"] = at::get_num_threads();
+    row["threads"] = pipe_.threads();
     row["model"] = a_.common.model;
     row["precision"] = precision_.label == "autocast" ? sd::precision_name(precision_.precision) : precision_.label;
     row["autocast"] = precision_.autocast;
@@ -187,8 +187,8 @@ int run(ThroughputArgs& a) {
   const bool cuda = sd_bench::is_cuda_device(a.common.device);
   if (a.precisions.empty()) a.precisions = cuda ? "fp16" : "bf16";
   const auto precisions = sd_bench::parse_precision_list(a.precisions);
-  const std::vector<int> grid = a.grid.empty() ? std::vector<int>{} : sd_bench::parse_positive_int_list(a.grid, "--batch-grid");
-  SD_CHECK(!grid.empty() || !a.no_search, "nothing to do: --no-search without --batch-grid");
+  const std::vector<int> grid = a.grid.empty() ? std::vector<int>{} : sd_bench::parse_positive_int_list(a.grid, "--batch");
+  SD_CHECK(!grid.empty() || !a.no_search, "nothing to do: --no-search without --batch");
   SD_CHECK(a.max_batch >= 1, "--max-batch must be at least 1, got ", a.max_batch);
   SD_CHECK(a.repeats >= 1, "--repeats must be at least 1, got ", a.repeats);
 
@@ -289,7 +289,8 @@ int main(int argc, char** argv) {
   sd_bench::add_output_options(app, a.output, true);
   app.add_option("--precision", a.precisions, "comma list of fp32, tf32, fp16, bf16, autocast (default: fp16 on CUDA, bf16 on CPU)");
   app.add_option("--steps", a.steps, "denoising steps per generation")->capture_default_str()->check(CLI::Range(1, 10000));
-  app.add_option("--batch-grid", a.grid, "also measure this fixed comma list of batch sizes (the seed's 1,2,4,...)");
+  // --batch like the other tools; --batch-grid, its first name, still works.
+  app.add_option("--batch,--batch-grid", a.grid, "also measure this fixed comma list of batch sizes (the seed's 1,2,4,...)");
   app.add_flag("--no-search", a.no_search, "skip the search for the largest batch");
   app.add_option("--max-batch", a.max_batch, "upper bound of the search")->capture_default_str();
   app.add_option("--max-memory", a.max_memory,

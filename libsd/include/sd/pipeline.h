@@ -8,7 +8,12 @@
 //   auto result = pipe.generate("a photo of an astronaut riding a horse on mars", opt);
 //   sd::write_png("out.png", result.images[0]);
 //
-// Thread safety: one Pipeline per thread. generate() builds a fresh scheduler each call.
+// Threads: a Pipeline serves one call at a time; different Pipelines may run at once on different
+// threads. Every LoadOptions setting is the pipeline's own: it applies on the calling thread for
+// the duration of each call and is restored afterwards, so pipelines loaded with other settings,
+// before or after, never change this one's results. Process-wide, by LibTorch's design: the
+// attention backend switch (models' LIBSD_ATTENTION, for benchmarks), and on CUDA the TF32 flags
+// while a tf32/fp32 call runs. generate() builds a fresh scheduler each call.
 // Everything runs under inference mode; latents and scheduler math stay fp32 whatever the precision.
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -35,8 +40,9 @@ struct LoadOptions {
   // Single-file checkpoints carry no configs or tokenizer: they come from this folder
   // (default: the SD 1.5 configs in libsd's weights/sd-v1-5).
   std::filesystem::path config_dir;
-  uint64_t random_seed = 0;            // "random:" models: seed of the weight initialization
-  int threads = 0;                     // CPU threads; 0 = all cores
+  uint64_t random_seed = 0;            // "random:" models: seed of the weight initialization (a generator of
+                                       // its own: the global RNG is left as it was)
+  int threads = 0;                     // CPU threads of this pipeline's calls; 0 = all cores
   bool vae_encoder = false;            // also load the VAE encoder (image-to-image); text-to-image never needs it
   bool channels_last = true;           // channels-last memory format for the UNet and VAE convolutions
   // CPU with channels-last: convolutions whose input has at most this many pixels (batch x height x
@@ -47,8 +53,9 @@ struct LoadOptions {
   int64_t prepack_max_pixels = -1;
   bool vae_slicing = false;            // decode a batch one image at a time (bounds decoder memory)
   int64_t attention_slice = 0;         // >0: attention in query slices of this many rows (bounds memory)
-  // Flush denormal floats to zero (process-wide, x86 FTZ/DAZ). Denormals appear in the late steps and
-  // make CPU kernels 10x slower; values below 1e-38 do not change an image.
+  // Flush denormal floats to zero (x86 FTZ/DAZ, on the threads that run this pipeline's calls, while
+  // they run). Denormals appear in the late steps and make CPU kernels 10x slower; values below
+  // 1e-38 do not change an image.
   bool flush_denormals = true;
 };
 
@@ -78,7 +85,8 @@ struct GenerateOptions {
 };
 
 struct Timings {
-  double tokenize_s = 0, text_encoder_s = 0, denoise_s = 0, decode_s = 0, total_s = 0;
+  double text_encoder_s = 0;           // tokenizing and the text encoder
+  double denoise_s = 0, decode_s = 0, total_s = 0;
   std::vector<double> unet_s;          // each UNet evaluation (synchronized on CUDA)
   std::vector<double> scheduler_s;     // each scheduler step
 };
@@ -93,6 +101,14 @@ struct GenerateResult {
   Timings timings;
   int truncated_tokens = 0;            // prompt tokens dropped beyond the 77-token limit
   bool stopped = false;                // on_step returned kStop
+};
+
+// What encode_prompt() made, said explicitly rather than left to tensor shapes.
+struct PromptEmbeddings {
+  at::Tensor embeddings;               // [2*batch or batch, 77, D]
+  int batch = 1;                       // images per prompt
+  bool guided = false;                 // the negative prompt's embeddings come first
+  int truncated_tokens = 0;            // prompt tokens dropped beyond the 77-token limit
 };
 
 struct ModelInfo {
@@ -114,12 +130,13 @@ class Pipeline {
   GenerateResult generate(const std::string& prompt, const GenerateOptions& options = {});
 
   // Stages, for tools and benchmarks.
-  // Conditioning for the UNet: [2*batch, 77, D] = [negative x batch, prompt x batch] with guidance,
-  // [batch, 77, D] without. In the model's compute dtype.
-  at::Tensor encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
-                           bool guidance, int clip_skip = 0, int* truncated_tokens = nullptr);
-  // One UNet evaluation with guidance: latents fp32 [batch, C, h, w] -> guided noise prediction, fp32.
-  at::Tensor predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& embeddings,
+  // The UNet's conditioning for `batch` images of one prompt: with guidance [2*batch, 77, D] =
+  // [negative x batch, prompt x batch], else [batch, 77, D], in the model's compute dtype.
+  PromptEmbeddings encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
+                                 bool guidance, int clip_skip = 0);
+  // One UNet evaluation: latents fp32 [batch, C, h, w] -> noise prediction, fp32, guided with
+  // `guidance_scale` when the embeddings were made with guidance. The batch must match theirs.
+  at::Tensor predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const PromptEmbeddings& prompt,
                            double guidance_scale);
   // Latents (already divided by nothing: as the scheduler leaves them) -> images in [0, 1], fp32.
   at::Tensor decode(const at::Tensor& latents);
@@ -132,6 +149,8 @@ class Pipeline {
   // resolved for this device and precision); 0 = off.
   int64_t prepack_max_pixels() const;
   const SchedulerConfig& scheduler_config() const;
+  // The CPU threads this pipeline's calls run on (LoadOptions::threads resolved).
+  int threads() const;
 
   Pipeline(Pipeline&&) noexcept;
   Pipeline& operator=(Pipeline&&) noexcept;

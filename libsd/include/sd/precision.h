@@ -23,8 +23,8 @@ c10::ScalarType weight_dtype(Precision precision, bool autocast);
 // The dtype autocast computes in on `device`: fp16 on CUDA, bf16 on CPU.
 c10::ScalarType autocast_dtype(const c10::Device& device);
 
-// Sets the process-global TF32 flags and the thread-local autocast state for one pipeline call,
-// and restores what was there before on destruction (benchmarks switch precisions in one process).
+// Sets the thread-local autocast state (and, for a CUDA device only, LibTorch's process-wide TF32
+// flags) for one pipeline call, and restores what was there before on destruction.
 class PrecisionScope {
  public:
   PrecisionScope(Precision precision, bool autocast, const c10::Device& device);
@@ -33,7 +33,8 @@ class PrecisionScope {
   PrecisionScope& operator=(const PrecisionScope&) = delete;
 
  private:
-  bool saved_tf32_cublas_, saved_tf32_cudnn_;
+  bool saved_tf32_cublas_ = false, saved_tf32_cudnn_ = false;
+  bool changed_tf32_ = false;
   bool saved_autocast_cuda_, saved_autocast_cpu_;
   c10::ScalarType saved_cuda_dtype_, saved_cpu_dtype_;
   bool changed_autocast_ = false;

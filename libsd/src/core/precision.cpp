@@ -65,15 +65,20 @@ c10::ScalarType autocast_dtype(const c10::Device& device) {
 
 PrecisionScope::PrecisionScope(Precision precision, bool autocast, const c10::Device& device) {
   auto& ctx = at::globalContext();
-  saved_tf32_cublas_ = ctx.allowTF32CuBLAS();
-  saved_tf32_cudnn_ = ctx.allowTF32CuDNN();
+  // TF32 is a process-wide LibTorch flag that only CUDA reads: a CPU pipeline leaves it alone, so
+  // it cannot change a CUDA pipeline's results in another thread (pipeline.h says what remains).
+  if (device.is_cuda()) {
+    saved_tf32_cublas_ = ctx.allowTF32CuBLAS();
+    saved_tf32_cudnn_ = ctx.allowTF32CuDNN();
+    const bool tf32 = precision == Precision::kTF32;
+    ctx.setAllowTF32CuBLAS(tf32);
+    ctx.setAllowTF32CuDNN(tf32);
+    changed_tf32_ = true;
+  }
   saved_autocast_cuda_ = autocast_enabled(c10::kCUDA);
   saved_autocast_cpu_ = autocast_enabled(c10::kCPU);
   saved_cuda_dtype_ = get_autocast_dtype(c10::kCUDA);
   saved_cpu_dtype_ = get_autocast_dtype(c10::kCPU);
-  const bool tf32 = precision == Precision::kTF32;
-  ctx.setAllowTF32CuBLAS(tf32);
-  ctx.setAllowTF32CuDNN(tf32);
   if (autocast) {
     const auto type = device.is_cuda() ? c10::kCUDA : c10::kCPU;
     set_autocast_dtype(type, autocast_dtype(device));
@@ -83,9 +88,11 @@ PrecisionScope::PrecisionScope(Precision precision, bool autocast, const c10::De
 }
 
 PrecisionScope::~PrecisionScope() {
-  auto& ctx = at::globalContext();
-  ctx.setAllowTF32CuBLAS(saved_tf32_cublas_);
-  ctx.setAllowTF32CuDNN(saved_tf32_cudnn_);
+  if (changed_tf32_) {
+    auto& ctx = at::globalContext();
+    ctx.setAllowTF32CuBLAS(saved_tf32_cublas_);
+    ctx.setAllowTF32CuDNN(saved_tf32_cudnn_);
+  }
   if (changed_autocast_) {
     set_autocast(c10::kCUDA, saved_autocast_cuda_);
     set_autocast(c10::kCPU, saved_autocast_cpu_);

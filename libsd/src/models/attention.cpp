@@ -14,7 +14,7 @@
 namespace sd {
 namespace {
 
-std::atomic<int64_t> g_query_slice{0};
+thread_local int64_t t_query_slice = 0;
 std::atomic<AttentionBackend> g_backend{[] {
   const char* env = std::getenv("LIBSD_ATTENTION");
   return env != nullptr && std::strcmp(env, "ops") == 0 ? AttentionBackend::kOps : AttentionBackend::kAuto;
@@ -56,8 +56,8 @@ torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch
 void set_attention_backend(AttentionBackend backend) { g_backend = backend; }
 AttentionBackend attention_backend() { return g_backend; }
 
-void set_attention_query_slice(int64_t rows) { g_query_slice = rows < 0 ? 0 : rows; }
-int64_t attention_query_slice() { return g_query_slice; }
+void set_attention_query_slice(int64_t rows) { t_query_slice = rows < 0 ? 0 : rows; }
+int64_t attention_query_slice() { return t_query_slice; }
 
 torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                    int64_t heads, const AttentionOptions& options) {

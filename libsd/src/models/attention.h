@@ -16,13 +16,15 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
 // Which implementation computes softmax(q k^T) v. kAuto: the fused CPU kernel where it applies
 // (CPU, fp32/bf16, no causal mask), LibTorch's fused kernels on LibTorch >= 2, LibTorch ops otherwise.
 // kOps: LibTorch ops only (the reference path; what a before/after benchmark compares against).
-// The environment variable LIBSD_ATTENTION=ops|auto sets the initial value.
+// The environment variable LIBSD_ATTENTION=ops|auto sets the initial value. Process-wide: a switch
+// for benchmarks and debugging, not a per-pipeline setting.
 enum class AttentionBackend { kAuto, kOps };
 void set_attention_backend(AttentionBackend backend);
 AttentionBackend attention_backend();
 
 // Bounds the memory of the score matrix: queries are processed in slices of this many rows
-// (0 = all at once). Process-wide; set by the pipeline's attention_slice option.
+// (0 = all at once). Per calling thread: the pipeline sets it for the duration of each of its calls
+// (LoadOptions::attention_slice), so two pipelines never see each other's setting.
 void set_attention_query_slice(int64_t rows);
 int64_t attention_query_slice();
 

@@ -1,7 +1,11 @@
 #include "pipeline/components.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
+#include <mutex>
 
 #include "core/log_macros.h"
 #include "sd/error.h"
@@ -91,6 +95,52 @@ Components build(const Configs& c, const fs::path& tokenizer_dir, const LoadOpti
   return out;
 }
 
+// Random weights, for timing without downloads: every parameter of two or more dimensions (linear,
+// convolution and embedding weights) uniform in +-1/sqrt(fan_in), the scale of LibTorch's default
+// initialization, and the biases of those layers likewise; norm layers keep their ones and zeros.
+// Drawn in parameter order from a generator of its own: the same seed gives the same weights
+// whatever else the process does with the global RNG, which is left untouched.
+void randomize_weights(torch::nn::Module& module, uint64_t seed) {
+  at::Generator generator = at::detail::createCPUGenerator(seed);
+  torch::NoGradGuard no_grad;
+  for (const auto& child : module.modules(/*include_self=*/true)) {
+    const bool norm = dynamic_cast<torch::nn::GroupNormImpl*>(child.get()) != nullptr ||
+                      dynamic_cast<torch::nn::LayerNormImpl*>(child.get()) != nullptr;
+    if (norm) continue;
+    double bound = 0;
+    for (auto& item : child->named_parameters(/*recurse=*/false)) {
+      auto& p = item.value();
+      if (p.dim() >= 2) {
+        bound = 1.0 / std::sqrt(static_cast<double>(p.numel() / p.size(0)));
+        p.uniform_(-bound, bound, generator);
+      }
+    }
+    for (auto& item : child->named_parameters(/*recurse=*/false)) {
+      auto& p = item.value();
+      if (p.dim() == 1 && bound > 0) p.uniform_(-bound, bound, generator);
+    }
+  }
+}
+
+// Module constructors initialize their parameters from LibTorch's global generator; whatever they
+// draw is overwritten (by the file's weights, or by randomize_weights), so the global generator's
+// state is put back as it was: loading a pipeline must not change another computation's random numbers.
+class GlobalGeneratorRestorer {
+ public:
+  GlobalGeneratorRestorer() : generator_(at::detail::getDefaultCPUGenerator()) {
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    state_ = generator_.get_state();
+  }
+  ~GlobalGeneratorRestorer() {
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    generator_.set_state(state_);
+  }
+
+ private:
+  at::Generator generator_;
+  at::Tensor state_;
+};
+
 }  // namespace
 
 UNetLayout unet_layout_of(const UNetConfig& config) {
@@ -148,10 +198,18 @@ Components load_components(const std::string& model, const LoadOptions& options)
   }
   const Configs configs = read_configs(config_dir);
 
-  // 2. The modules (seeded default initialization for random weights: same seed, same weights).
-  if (random) torch::manual_seed(options.random_seed);
-  Components out = build(configs, config_dir / "tokenizer", options);
+  // 2. The modules.
+  Components out = [&] {
+    GlobalGeneratorRestorer restore;
+    return build(configs, config_dir / "tokenizer", options);
+  }();
   out.info.format = random ? "random" : folder ? "diffusers" : "single-file";
+  if (random) {
+    // One seed per module, so the UNet's weights do not depend on the text encoder's size.
+    randomize_weights(*out.text_encoder, options.random_seed);
+    randomize_weights(*out.unet, options.random_seed + 1);
+    randomize_weights(*out.vae, options.random_seed + 2);
+  }
 
   // 3. The weights.
   const std::vector<std::string> text_ignores{"text_model.embeddings.position_ids"};

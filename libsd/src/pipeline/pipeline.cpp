@@ -13,6 +13,7 @@
 #include "models/attention.h"
 #include "models/conv2d.h"
 #include "pipeline/components.h"
+#include "pipeline/execution_scope.h"
 #include "sd/error.h"
 
 namespace sd {
@@ -34,14 +35,12 @@ c10::Device parse_device(const std::string& name) {
   return device;
 }
 
-// FTZ/DAZ live in each thread's MXCSR: set them on the calling thread and on every thread of the
-// OpenMP team LibTorch's kernels run on.
-void flush_denormals_on_all_threads() {
-  at::globalContext().setFlushDenormal(true);
-#ifdef _OPENMP
-#pragma omp parallel
-  { at::globalContext().setFlushDenormal(true); }
-#endif
+ExecutionSettings execution_settings(const LoadOptions& options) {
+  ExecutionSettings settings;
+  settings.threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  settings.attention_slice = options.attention_slice;
+  settings.flush_denormals = options.flush_denormals;
+  return settings;
 }
 
 // Not every LibTorch build has every kernel in every dtype (1.13's CPU build has no fp16 LayerNorm).
@@ -79,6 +78,7 @@ struct Pipeline::Impl {
   c10::ScalarType dtype = c10::kFloat;  // weights and model inputs
   torch::MemoryFormat memory_format = torch::MemoryFormat::Contiguous;
   int64_t prepack_max_pixels = 0;  // resolved LoadOptions::prepack_max_pixels
+  ExecutionSettings execution;     // applied around every public call (execution_scope.h)
 
   void sync() const {
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
@@ -97,16 +97,16 @@ Pipeline::~Pipeline() = default;
 
 Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
   const c10::Device device = parse_device(options.device);
-  const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
-  if (threads > 0) at::set_num_threads(threads);
-  set_attention_query_slice(options.attention_slice);
-  if (options.flush_denormals) flush_denormals_on_all_threads();
-
+  SD_CHECK(options.threads >= 0, "threads must be 0 (all cores) or positive, got ", options.threads);
+  SD_CHECK(options.attention_slice >= 0, "attention_slice must be 0 (off) or positive, got ", options.attention_slice);
+  const ExecutionSettings execution = execution_settings(options);
+  ExecutionScope scope(execution);
   c10::InferenceMode inference;
   const c10::ScalarType dtype = weight_dtype(options.precision, options.autocast);
   check_dtype_supported(device, dtype, options.precision);
   auto impl = std::make_unique<Impl>(Impl{load_components(model, options), options, device});
   impl->dtype = dtype;
+  impl->execution = execution;
   if (options.channels_last && device.is_cpu()) {
     impl->prepack_max_pixels =
         options.prepack_max_pixels >= 0 ? options.prepack_max_pixels : default_prepack_max_pixels(dtype);
@@ -129,37 +129,51 @@ Precision Pipeline::precision() const { return impl_->options.precision; }
 bool Pipeline::autocast() const { return impl_->options.autocast; }
 int64_t Pipeline::prepack_max_pixels() const { return impl_->prepack_max_pixels; }
 const SchedulerConfig& Pipeline::scheduler_config() const { return impl_->parts.scheduler_config; }
+int Pipeline::threads() const {
+  return impl_->execution.threads > 0 ? impl_->execution.threads : at::get_num_threads();
+}
 
-at::Tensor Pipeline::encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
-                                   bool guidance, int clip_skip, int* truncated_tokens) {
+PromptEmbeddings Pipeline::encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
+                                         bool guidance, int clip_skip) {
   RECORD_USER_SCOPE("sd::text_encoder");
   c10::InferenceMode inference;
+  ExecutionScope scope(impl_->execution);
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
+  SD_CHECK(batch >= 1, "encode_prompt: batch must be at least 1, got ", batch);
   auto& p = impl_->parts;
+  PromptEmbeddings out;
+  out.batch = batch;
+  out.guided = guidance;
   auto ids_of = [&](const std::string& text, int* truncated) {
     TokenizedPrompt tokens = p.tokenizer.encode(text);
     if (truncated != nullptr) *truncated = tokens.num_truncated;
     return torch::tensor(tokens.ids, torch::kLong).unsqueeze(0);
   };
   // Negative (or empty) prompt first: the batch order diffusers uses for [uncond, cond].
-  torch::Tensor ids = ids_of(prompt, truncated_tokens);
+  torch::Tensor ids = ids_of(prompt, &out.truncated_tokens);
   if (guidance) ids = torch::cat({ids_of(negative_prompt, nullptr), ids});
   auto embeddings = p.text_encoder->encode(ids.to(impl_->device), clip_skip);  // [1 or 2, 77, D]
   // Each prompt repeated `batch` times: [neg x batch, prompt x batch].
-  return embeddings.repeat_interleave(batch, 0);
+  out.embeddings = embeddings.repeat_interleave(batch, 0);
+  if (out.truncated_tokens > 0) {
+    SD_LOG_WARN("the prompt is longer than the text encoder's limit: ", out.truncated_tokens, " tokens were dropped");
+  }
+  return out;
 }
 
-at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& embeddings,
+at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const PromptEmbeddings& prompt,
                                    double guidance_scale) {
   RECORD_USER_SCOPE("sd::unet");  // a stage for profilers (bench_latency --profile)
   c10::InferenceMode inference;
+  ExecutionScope scope(impl_->execution);
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
-  const bool guidance = embeddings.size(0) == 2 * latents.size(0);
-  SD_CHECK(guidance || embeddings.size(0) == latents.size(0), "predict_noise: ", embeddings.size(0),
-           " prompt embeddings for ", latents.size(0), " latents (expected as many, or twice as many with guidance)");
+  SD_CHECK(prompt.embeddings.defined(), "predict_noise: the prompt embeddings are empty (use encode_prompt)");
+  SD_CHECK(latents.dim() == 4 && latents.size(0) == prompt.batch, "predict_noise: latents ", latents.sizes(),
+           " for prompt embeddings of batch ", prompt.batch, " (expected [", prompt.batch, ", C, h, w])");
+  const bool guidance = prompt.guided;
   auto x = guidance ? torch::cat({latents, latents}) : latents;
   auto noise = impl_->parts.unet->forward(impl_->model_input(x), timestep.to(impl_->device),
-                                          embeddings.to(impl_->device, impl_->dtype))
+                                          prompt.embeddings.to(impl_->device, impl_->dtype))
                    .to(torch::kFloat)
                    .contiguous();
   if (!guidance) return noise;
@@ -170,6 +184,7 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
 at::Tensor Pipeline::decode(const at::Tensor& latents) {
   RECORD_USER_SCOPE("sd::vae_decode");
   c10::InferenceMode inference;
+  ExecutionScope scope(impl_->execution);
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
   const double scaling = impl_->parts.info.vae_scaling_factor;
   auto decode_one = [&](const torch::Tensor& z) {
@@ -188,6 +203,7 @@ at::Tensor Pipeline::decode(const at::Tensor& latents) {
 
 GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) {
   c10::InferenceMode inference;
+  ExecutionScope scope(impl_->execution);
   Impl& s = *impl_;
   const ModelInfo& info = s.parts.info;
   const auto total_start = Clock::now();
@@ -214,13 +230,10 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   // 3. Prompt embeddings (tokenizing is part of the text-encoder time: it is negligible).
   const bool guidance = options.guidance_scale > 1.0;
   auto stage_start = Clock::now();
-  auto embeddings = encode_prompt(prompt, options.negative_prompt, options.batch, guidance, options.clip_skip,
-                                  &result.truncated_tokens);
+  const PromptEmbeddings embeddings = encode_prompt(prompt, options.negative_prompt, options.batch, guidance,
+                                                    options.clip_skip);
   result.timings.text_encoder_s = s.seconds_since(stage_start);
-  if (result.truncated_tokens > 0) {
-    SD_LOG_WARN("the prompt is longer than the text encoder's limit: ", result.truncated_tokens,
-                " tokens were dropped");
-  }
+  result.truncated_tokens = embeddings.truncated_tokens;
 
   // 4. Initial latents: one CPU generator per generation, seeded like
   //    torch.Generator("cpu").manual_seed(seed); it later feeds the scheduler's noise too.
