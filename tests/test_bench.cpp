@@ -303,7 +303,7 @@ TEST_CASE("bench_throughput measures a grid, searches the largest batch and reco
 
   SECTION("everything fits up to --max-batch") {
     const auto csv = dir / "thr.csv", js = dir / "thr.json";
-    REQUIRE_RUN_OK(run_tool(dir, base + "--batch-grid 1,2 --max-batch 3 --csv " + quoted(csv.string()) + " --json " +
+    REQUIRE_RUN_OK(run_tool(dir, base + "--batch 1,2 --max-batch 3 --csv " + quoted(csv.string()) + " --json " +
                                      quoted(js.string())));
     // Batches 1 and 2 from the grid (reused by the search), 3 from the search: 3 rows.
     const auto header = check_csv_shape(csv, 3);

@@ -92,10 +92,17 @@ TEST_CASE("sd reports bad arguments with exit code 2 and runtime errors with 1",
   auto missing = run_sd("generate --model /no/such/model --prompt x -o '" + (temp_dir() / "x.png").string() + "'");
   CHECK(missing.code == 1);
   CHECK(missing.err.find("/no/such/model") != std::string::npos);
+  // What the command line alone gets wrong is a usage error (2), said in one line.
   auto odd = run_sd("generate --model '" + tiny() + "' --prompt x --height 60 -o '" + (temp_dir() / "y.png").string() + "'");
-  CHECK(odd.code == 1);
-  CHECK(odd.err.find("multiples of 8") != std::string::npos);
+  CHECK(odd.code == 2);
+  CHECK(odd.err.find("multiple of 8") != std::string::npos);
   CHECK_FALSE(fs::exists(temp_dir() / "y.png"));
+  for (const char* bad : {"--guidance nan", "--guidance inf", "--eta -1", "--threads -3", "--width 0"}) {
+    INFO(bad);
+    auto r = run_sd("generate --model '" + tiny() + "' --prompt x " + bad + " -o '" + (temp_dir() / "y.png").string() + "'");
+    CHECK(r.code == 2);
+    CHECK_FALSE(fs::exists(temp_dir() / "y.png"));
+  }
   CHECK(run_sd("generate --help").code == 0);
 }
 

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "commands.h"
 #include "sd/atomic_file.h"
 #include "sd/error.h"
@@ -55,6 +57,32 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_;
 };
 
+// Usage errors (exit code 2) rather than runtime errors: what the command line alone gets wrong.
+const CLI::Validator kMultipleOf8(
+    [](std::string& text) -> std::string {
+      long long v = 0;
+      try {
+        size_t used = 0;
+        v = std::stoll(text, &used);
+        if (used != text.size()) return "expected a positive multiple of 8, got '" + text + "'";
+      } catch (const std::exception&) {
+        return "expected a positive multiple of 8, got '" + text + "'";
+      }
+      return v > 0 && v % 8 == 0 ? std::string() : "expected a positive multiple of 8, got " + text;
+    },
+    "MULTIPLE OF 8");
+const CLI::Validator kFinite(
+    [](std::string& text) -> std::string {
+      try {
+        size_t used = 0;
+        const double v = std::stod(text, &used);
+        if (used == text.size() && std::isfinite(v)) return {};
+      } catch (const std::exception&) {
+      }
+      return "expected a finite number, got '" + text + "'";
+    },
+    "FINITE");
+
 }  // namespace
 
 Run add_generate(CLI::App& app) {
@@ -63,24 +91,25 @@ Run add_generate(CLI::App& app) {
   app.add_option("--prompt", a->prompt, "what to draw")->required();
   app.add_option("--negative-prompt", a->negative_prompt, "what to avoid (used with guidance > 1)");
   app.add_option("--steps", a->steps, "denoising steps")->capture_default_str()->check(CLI::Range(1, 10000));
-  app.add_option("--guidance", a->guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str();
+  app.add_option("--guidance", a->guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str()->check(kFinite);
   app.add_option("--scheduler", a->scheduler, "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms (default: the model's)");
   app.add_option("--seed", a->seed, "seed of the CPU generator")->capture_default_str();
-  app.add_option("--height", a->height, "image height (multiple of 8)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--width", a->width, "image width (multiple of 8)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--height", a->height, "image height (multiple of 8)")->capture_default_str()->check(kMultipleOf8);
+  app.add_option("--width", a->width, "image width (multiple of 8)")->capture_default_str()->check(kMultipleOf8);
   app.add_option("--batch", a->batch, "images per prompt")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--precision", a->precision, "fp32, tf32, fp16 or bf16")->capture_default_str()
       ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}));
   app.add_flag("--autocast", a->autocast, "fp32 weights with autocast (fp16 on CUDA, bf16 on CPU)");
-  app.add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str();
+  app.add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str()->check(kFinite & CLI::NonNegativeNumber);
   app.add_option("--clip-skip", a->clip_skip, "1: condition on the penultimate CLIP layer")->capture_default_str();
   app.add_option("--init-latents", a->init_latents, "safetensors file with a tensor 'latents' [batch, C, H/f, W/f]");
   app.add_option("--save-latents", a->save_latents, "write init, step_0..step_N-1 and final latents to this safetensors file");
-  app.add_option("--threads", a->threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--threads", a->threads, "CPU threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 4096));
   app.add_option("--config-dir", a->config_dir, "configs + tokenizer for a single-file checkpoint (default: bundled SD 1.5)");
   app.add_option("--variant", a->variant, "weights variant of a diffusers folder, e.g. fp16");
-  app.add_option("--attention-slice", a->attention_slice, "attention in query slices of this many rows (bounds memory)");
+  app.add_option("--attention-slice", a->attention_slice, "attention in query slices of this many rows (bounds memory)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-channels-last", a->no_channels_last, "keep the default contiguous memory format");
   app.add_option("--prepack-max-pixels", a->prepack_max_pixels,
                  "CPU: convolutions on inputs of at most this many pixels keep a weight copy reordered for oneDNN; "
@@ -130,11 +159,8 @@ Run add_generate(CLI::App& app) {
       bar.update(step.index + 1, step.count);
       return sd::StepAction::kContinue;
     };
+    // A truncated prompt is warned about once, by the library (and recorded in the sidecar).
     auto result = pipe.generate(a->prompt, opt);
-    if (result.truncated_tokens > 0) {
-      std::fprintf(stderr, "warning: the prompt was truncated: %d tokens beyond the text encoder's limit were dropped\n",
-                   result.truncated_tokens);
-    }
 
     if (!a->save_latents.empty()) {
       sd::NamedTensors tensors;
@@ -167,6 +193,7 @@ Run add_generate(CLI::App& app) {
       files.push_back(path.string());
     }
     sidecar["images"] = files;
+    sidecar["truncated_tokens"] = result.truncated_tokens;
     auto json_path = std::filesystem::path(a->output).replace_extension(".json");
     sd::write_file_atomic(json_path, sidecar.dump(2) + "\n");
     if (!a->quiet) {
