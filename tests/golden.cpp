@@ -27,20 +27,24 @@ const nlohmann::json& manifest() {
   return m;
 }
 
-const nlohmann::json& find_case(const std::string& name) {
-  for (const auto& c : manifest()["cases"]) {
+const nlohmann::json& find_case_in(const nlohmann::json& manifest, const std::string& name) {
+  for (const auto& c : manifest["cases"]) {
     if (c["name"] == name) return c;
   }
-  throw std::runtime_error("golden case not in manifest: " + name);
+  throw std::runtime_error("case not in the manifest: " + name);
 }
 
-std::vector<nlohmann::json> cases_of_kind(const std::string& kind) {
+std::vector<nlohmann::json> cases_of_kind_in(const nlohmann::json& manifest, const std::string& kind) {
   std::vector<nlohmann::json> out;
-  for (const auto& c : manifest()["cases"]) {
+  for (const auto& c : manifest["cases"]) {
     if (c["kind"] == kind) out.push_back(c);
   }
   return out;
 }
+
+const nlohmann::json& find_case(const std::string& name) { return find_case_in(manifest(), name); }
+
+std::vector<nlohmann::json> cases_of_kind(const std::string& kind) { return cases_of_kind_in(manifest(), kind); }
 
 bool same_torch_as_reference() {
   static const bool same = [] {

@@ -18,6 +18,9 @@ const nlohmann::json& manifest();
 const nlohmann::json& find_case(const std::string& name);
 // Every case of a kind ("unet", "scheduler", "e2e", ...), in manifest order.
 std::vector<nlohmann::json> cases_of_kind(const std::string& kind);
+// The same lookups in another manifest of the same shape (tests/data/*/manifest.json).
+const nlohmann::json& find_case_in(const nlohmann::json& manifest, const std::string& name);
+std::vector<nlohmann::json> cases_of_kind_in(const nlohmann::json& manifest, const std::string& kind);
 // The case's tensors: <dir>/<name>.safetensors.
 sd::StateDict load_case(const std::string& name);
 

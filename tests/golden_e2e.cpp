@@ -1,5 +1,8 @@
 #include "golden_e2e.h"
 
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
 #include <fstream>
 
 #include "golden.h"
@@ -28,6 +31,30 @@ sd::GenerateOptions e2e_options(const nlohmann::json& meta, const sd::StateDict&
     opt.initial_latents = ref.at("initial_latents");  // given latents (init_noise_sigma is 1 here)
   }
   return opt;
+}
+
+void check_e2e_result(const sd::GenerateResult& result, const sd::StateDict& ref, const nlohmann::json& entry) {
+  const auto tol = tolerance_of(entry);
+  CHECK_CLOSE_TO_GOLDEN(result.init_latents.to(torch::kCPU), ref.at("initial_latents"), tol);
+  const auto& timesteps = ref.at("timesteps");
+  if (timesteps.scalar_type() == torch::kLong) {
+    CHECK(torch::equal(result.timesteps.to(torch::kLong), timesteps));
+  } else {  // e.g. Euler with linspace spacing: fractional float32 timesteps
+    CHECK_CLOSE_TO_GOLDEN(result.timesteps, timesteps, (Tolerance{1e-3, 1e-6}));
+  }
+  const auto& per_step = ref.at("latents_per_step");
+  REQUIRE(result.step_latents.size() == static_cast<size_t>(per_step.size(0)));
+  for (size_t i = 0; i < result.step_latents.size(); ++i) {
+    INFO("step " << i);
+    CHECK_CLOSE_TO_GOLDEN(result.step_latents[i], per_step[static_cast<int64_t>(i)], tol);
+  }
+  const auto images = result.images01.to(torch::kCPU);
+  CHECK_CLOSE_TO_GOLDEN(images.permute({0, 2, 3, 1}), ref.at("image"), tolerance_of(entry, "tolerance_image"));
+  auto ours = sd::to_uint8(images)[0].to(torch::kInt);
+  auto theirs = ref.at("image_uint8").to(torch::kInt);
+  const int max_level_diff = (ours - theirs).abs().max().item<int>();
+  INFO("uint8 max level difference " << max_level_diff);
+  CHECK(max_level_diff <= entry.value("tolerance_uint8", 1));
 }
 
 }  // namespace golden

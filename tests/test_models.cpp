@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 
+#include "bind_file.h"
+#include "clip_checks.h"
 #include "golden.h"
 #include "models/clip_text.h"
 #include "models/unet.h"
@@ -18,11 +20,7 @@ std::filesystem::path tiny() { return golden::dir() / "pipelines/sd1_tiny"; }
 
 template <class Module>
 void bind(Module& module, const std::filesystem::path& file, std::vector<std::string> ignore = {}) {
-  sd::BindOptions options;
-  options.origin = file.string();
-  options.ignore_prefixes = std::move(ignore);
-  sd::load_state_dict(*module, sd::load_safetensors(file), options);
-  module->eval();
+  golden::bind_file(module, file, std::move(ignore));
 }
 
 sd::UNet2DConditionModel tiny_unet() {
@@ -78,16 +76,7 @@ TEST_CASE("CLIP text encoder matches transformers on every hidden state", "[pari
   auto ref = golden::load_case(name);
   sd::CLIPTextModel clip(sd::CLIPTextConfig::from_file(tiny() / "text_encoder/config.json"));
   bind(clip, tiny() / "text_encoder/model.safetensors", {"text_model.embeddings.position_ids"});
-  auto out = clip->forward(ref.at("input_ids"), /*output_hidden_states=*/true);
-  CHECK_CLOSE_TO_GOLDEN(out.last_hidden_state, ref.at("last_hidden_state"), tol);
-  CHECK_CLOSE_TO_GOLDEN(out.pooler_output, ref.at("pooler_output"), tol);
-  REQUIRE(out.hidden_states.size() == static_cast<size_t>(clip->config.num_hidden_layers + 1));
-  for (size_t i = 0; i < out.hidden_states.size(); ++i) {
-    INFO("hidden_states." << i);
-    CHECK_CLOSE_TO_GOLDEN(out.hidden_states[i], ref.at("hidden_states." + std::to_string(i)), tol);
-  }
-  CHECK_CLOSE_TO_GOLDEN(out.hidden_states[out.hidden_states.size() - 2], ref.at("penultimate_hidden_state"), tol);
-  CHECK_CLOSE_TO_GOLDEN(clip->encode(ref.at("input_ids"), 1), ref.at("penultimate_hidden_state_final_ln"), tol);
+  golden::check_clip_outputs(clip, ref, tol);
 }
 
 TEST_CASE("UNet matches diffusers on every golden case", "[parity][unet]") {

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 
+#include "bind_file.h"
 #include "golden.h"
 #include "golden_e2e.h"
 #include "models/clip_text.h"
@@ -22,11 +23,7 @@ std::filesystem::path tiny() { return golden::dir() / "pipelines/sd1_tiny"; }
 
 template <class Module>
 Module on_cuda(Module module, const std::filesystem::path& file, std::vector<std::string> ignore = {}) {
-  sd::BindOptions options;
-  options.origin = file.string();
-  options.ignore_prefixes = std::move(ignore);
-  sd::load_state_dict(*module, sd::load_safetensors(file), options);
-  module->eval();
+  golden::bind_file(module, file, std::move(ignore));
   module->to(kCuda);
   return module;
 }
@@ -96,18 +93,11 @@ TEST_CASE("CUDA: text-to-image matches diffusers step by step in fp32, fp16 and 
       INFO(precision << " " << name);
       const auto meta = golden::case_json(name);
       auto ref = golden::load_case(name);
-      const auto tol = golden::tolerance_of(c);
       auto result = pipe.generate(meta["prompt"].get<std::string>(), golden::e2e_options(meta, ref));
-      const auto& per_step = ref.at("latents_per_step");
-      REQUIRE(result.step_latents.size() == static_cast<size_t>(per_step.size(0)));
+      CHECK(result.latents.device().is_cuda());
       auto image = cpu(result.images01).permute({0, 2, 3, 1});
       if (std::string(precision) == "fp32") {
-        CHECK_CLOSE_TO_GOLDEN(cpu(result.init_latents), ref.at("initial_latents"), tol);
-        for (size_t i = 0; i < result.step_latents.size(); ++i) {
-          INFO("step " << i);
-          CHECK_CLOSE_TO_GOLDEN(cpu(result.step_latents[i]), per_step[i], tol);
-        }
-        CHECK_CLOSE_TO_GOLDEN(image, ref.at("image"), golden::tolerance_of(c, "tolerance_image"));
+        golden::check_e2e_result(result, ref, c);
       } else {
         const auto cmp = golden::compare(image, ref.at("image"), golden::tolerance_of(c, "tolerance_image"));
         std::printf("  %s %s image vs diffusers fp32: %s\n", precision, name.c_str(), cmp.describe().c_str());
