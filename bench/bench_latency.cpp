@@ -31,11 +31,6 @@ struct LatencyArgs {
   std::string profile;  // CSV of per-operator times from one extra, untimed generation
 };
 
-int cuda_index_of(const std::string& device) {
-  const c10::Device d(device);
-  return d.has_index() ? d.index() : 0;
-}
-
 // --peak-tflops: "" -> none; "X" -> X for every precision (key ""); "fp32=X,bf16=Y" -> per precision label.
 std::map<std::string, double> parse_peaks(const std::string& text) {
   std::map<std::string, double> out;
@@ -144,7 +139,7 @@ int run(const LatencyArgs& a) {
   }
 
   const bool cuda = sd_bench::is_cuda_device(a.common.device);
-  const int cuda_index = cuda ? cuda_index_of(a.common.device) : 0;
+  const int cuda_index = cuda ? sd_bench::cuda_index(a.common.device) : 0;
   const std::string device = sd_bench::device_name(a.common.device);
   std::vector<Row> rows;
   sd_bench::Table table({"precision", "batch", "steps", "latency s (median)", "p90", "stdev", "UNet s/eval", "TFLOP/s",
@@ -190,7 +185,7 @@ int run(const LatencyArgs& a) {
             progress(config + ": run " + std::to_string(r + 1) + "/" + std::to_string(a.repeats) + " " +
                      sd_bench::fixed(t.total_s, 3) + " s");
           }
-          const auto memory = cuda ? sd_bench::cuda_memory(cuda_index) : std::nullopt;
+          const auto memory = sd_bench::device_memory(a.common.device);
           const auto lat = sd_bench::summarize(latency);
           const auto per_eval = sd_bench::summarize(unet);
           const double tflops = per_eval.median > 0 ? flops.unet.total() / per_eval.median / 1e12 : 0.0;

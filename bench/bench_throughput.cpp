@@ -5,7 +5,6 @@
 // the only safe way: the kernel's OOM killer cannot be caught). Failures are rows with ok = false.
 #include <torch/torch.h>
 
-#include <chrono>
 #include <iostream>
 #include <map>
 
@@ -18,7 +17,6 @@
 namespace {
 
 using sd_bench::Row;
-using Clock = std::chrono::steady_clock;
 
 struct ThroughputArgs {
   sd_bench::CommonOptions common;
@@ -40,10 +38,7 @@ class Runner {
   Runner(const ThroughputArgs& a, const sd_bench::PrecisionSpec& precision, sd::Pipeline& pipe, sd_bench::Progress& progress)
       : a_(a), precision_(precision), pipe_(pipe), progress_(progress) {
     cuda_ = sd_bench::is_cuda_device(a.common.device);
-    if (cuda_) {
-      const c10::Device d(a.common.device);
-      cuda_index_ = d.has_index() ? d.index() : 0;
-    }
+    if (cuda_) cuda_index_ = sd_bench::cuda_index(a.common.device);
     device_ = sd_bench::device_name(a.common.device);
   }
 
@@ -64,18 +59,8 @@ class Runner {
   const std::map<int, Attempt>& done() const { return done_; }
 
   double generate_once(int batch) {
-    auto gen = sd_bench::make_generate_options(a_.common, a_.steps, batch);
-    if (!a_.vae_slicing) return pipe_.generate(a_.common.prompt, gen).timings.total_s;
-    // VAE slicing: decode one image at a time, so the decoder's activations are those of batch 1.
-    const auto start = Clock::now();
-    gen.decode = false;
-    auto result = pipe_.generate(a_.common.prompt, gen);
-    for (int64_t i = 0; i < result.latents.size(0); ++i) {
-      auto image = pipe_.decode(result.latents.slice(0, i, i + 1));
-      (void)sd::to_images(image);
-    }
-    if (cuda_) sd_bench::cuda_synchronize(cuda_index_);
-    return std::chrono::duration<double>(Clock::now() - start).count();
+    // With --vae-slicing the pipeline decodes one image at a time (LoadOptions::vae_slicing).
+    return pipe_.generate(a_.common.prompt, sd_bench::make_generate_options(a_.common, a_.steps, batch)).timings.total_s;
   }
 
  private:
@@ -97,7 +82,7 @@ class Runner {
       latency.clear();
       if (cuda_) sd_bench::cuda_empty_cache();
     }
-    const auto memory = cuda_ ? sd_bench::cuda_memory(cuda_index_) : std::nullopt;
+    const auto memory = sd_bench::device_memory(a_.common.device);
     const auto rss = sd_bench::peak_rss_bytes();
     const std::optional<int64_t> peak = memory ? std::optional<int64_t>(memory->peak_reserved) : rss;
     if (error.empty() && a_.max_memory > 0 && peak && *peak > a_.max_memory) {
@@ -200,7 +185,9 @@ int run(ThroughputArgs& a) {
     // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
     sd_bench::guarded(precision.label, &failures, [&] {
       progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
-      auto pipe = sd::Pipeline::load(a.common.model, sd_bench::make_load_options(a.common, precision));
+      auto load = sd_bench::make_load_options(a.common, precision);
+      load.vae_slicing = a.vae_slicing;
+      auto pipe = sd::Pipeline::load(a.common.model, load);
       Runner runner(a, precision, pipe, progress);
       for (int w = 0; w < a.warmup; ++w) {
         progress(precision.label + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(a.warmup) + " at batch 1");

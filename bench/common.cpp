@@ -113,12 +113,19 @@ std::vector<PrecisionSpec> parse_precision_list(const std::string& text) {
 
 bool is_cuda_device(const std::string& device) { return device.rfind("cuda", 0) == 0; }
 
-namespace {
-int cuda_index(const std::string& device) {
-  const c10::Device d(device);
-  return d.has_index() ? d.index() : 0;
+std::optional<CudaMemory> device_memory(const std::string& device) {
+  if (!is_cuda_device(device)) return std::nullopt;
+  return cuda_memory(cuda_index(device));
 }
-}  // namespace
+
+int cuda_index(const std::string& device) {
+  try {
+    const c10::Device d(device);
+    return d.has_index() ? d.index() : 0;
+  } catch (const std::exception&) {
+    SD_FAIL("unknown device '", device, "' (expected cpu, cuda or cuda:N)");
+  }
+}
 
 sd::LoadOptions make_load_options(const CommonOptions& o, const PrecisionSpec& precision) {
   sd::LoadOptions load;

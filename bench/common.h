@@ -65,6 +65,8 @@ sd::LoadOptions make_load_options(const CommonOptions& options, const PrecisionS
 sd::GenerateOptions make_generate_options(const CommonOptions& options, int steps, int batch);
 
 bool is_cuda_device(const std::string& device);
+// "cuda:1" -> 1, "cuda" -> 0 (c10::Device's parsing; sd::Error for what it refuses).
+int cuda_index(const std::string& device);
 
 // ---- statistics ----------------------------------------------------------------------------
 

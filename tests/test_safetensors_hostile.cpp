@@ -13,8 +13,10 @@
 #include <unistd.h>
 #include <vector>
 
+#include "golden.h"
 #include "sd/atomic_file.h"
 #include "sd/error.h"
+#include "sd/pipeline.h"
 #include "sd/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -260,6 +262,24 @@ TEST_CASE("safetensors: pickle checkpoints are refused by extension", "[unit][sa
     const std::string message = error_opening(path);
     INFO(message);
     CHECK_THAT(message, Catch::Contains(path.string()) && Catch::Contains("pickle"));
+    CHECK(sd::is_pickle_file(path));
+  }
+  CHECK_FALSE(sd::is_pickle_file("model.safetensors"));
+  CHECK_FALSE(sd::is_pickle_file("binary"));
+  // A diffusers folder whose UNet weights come only as a pickle (any case) names that file.
+  for (const char* name : {"diffusion_pytorch_model.bin", "diffusion_pytorch_model.PTH"}) {
+    TempDir model;
+    const fs::path golden_pipeline = golden::dir() / "pipelines/sd1_tiny";
+    fs::copy(golden_pipeline, model.path, fs::copy_options::recursive);
+    fs::remove(model.path / "unet/diffusion_pytorch_model.safetensors");
+    write_bytes(model.path / "unet" / name, "not loaded");
+    try {
+      sd::Pipeline::load(model.path.string());
+      FAIL("a pickle-only UNet folder loaded");
+    } catch (const sd::Error& e) {
+      INFO(e.what());
+      CHECK_THAT(e.what(), Catch::Contains(name) && Catch::Contains("pickle"));
+    }
   }
 }
 

@@ -48,6 +48,10 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t availabl
 // Name of a dtype in the safetensors spelling ("F32", "BF16", ...); throws for types it cannot hold.
 std::string safetensors_dtype_name(at::ScalarType dtype);
 
+// True for the pickle-based formats (.ckpt, .bin, .pt, .pth, any case): libsd never loads them,
+// since unpickling can run arbitrary code. The one list every loader checks.
+bool is_pickle_file(const std::filesystem::path& path);
+
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::filesystem::path& path);

@@ -37,9 +37,13 @@ fs::path component_weights(const fs::path& folder, const std::string& stem, cons
   }
   if (fs::exists(plain)) return plain;
   if (fs::exists(fp16)) return fp16;
-  for (const char* ext : {".bin", ".ckpt", ".pt"}) {
-    SD_CHECK(!fs::exists(folder / (stem + ext)), (folder / (stem + ext)).string(),
-             ": pickle weights are never loaded (they can run arbitrary code); convert them to .safetensors");
+  // A pickle file where the safetensors one should be: say so by name, it tells what went wrong.
+  if (fs::is_directory(folder)) {
+    for (const auto& entry : fs::directory_iterator(folder)) {
+      const fs::path& p = entry.path();
+      SD_CHECK(!(p.stem() == stem && is_pickle_file(p)), p.string(),
+               ": pickle weights are never loaded (they can run arbitrary code); convert them to .safetensors");
+    }
   }
   SD_FAIL(folder.string(), ": no weights file (expected ", plain.filename().string(), ")");
 }

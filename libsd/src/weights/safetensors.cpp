@@ -189,12 +189,16 @@ struct SafetensorsFile::Mapping {
   }
 };
 
-SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
-  const std::string origin = path.string();
+bool is_pickle_file(const std::filesystem::path& path) {
   std::string extension = path.extension().string();
   std::transform(extension.begin(), extension.end(), extension.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  SD_CHECK(extension != ".ckpt" && extension != ".bin" && extension != ".pt" && extension != ".pth", origin,
+  return extension == ".ckpt" || extension == ".bin" || extension == ".pt" || extension == ".pth";
+}
+
+SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
+  const std::string origin = path.string();
+  SD_CHECK(!is_pickle_file(path), origin,
            ": pickle checkpoints can run arbitrary code and are never loaded; convert it to .safetensors");
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   SD_CHECK(fd >= 0, origin, ": cannot open: ", std::strerror(errno));
