@@ -33,6 +33,9 @@ void on_every_thread(Fn&& fn) {
 #endif
 }
 
+// The settings of the scope active on this thread, if any (nested calls of one pipeline).
+thread_local const ExecutionSettings* t_active = nullptr;
+
 int team_size() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -43,7 +46,12 @@ int team_size() {
 
 }  // namespace
 
-ExecutionScope::ExecutionScope(const ExecutionSettings& settings) {
+ExecutionScope::ExecutionScope(const ExecutionSettings& settings) : outer_(t_active) {
+  if (t_active == &settings) {
+    nested_ = true;
+    return;
+  }
+  t_active = &settings;
   // LibTorch initializes a thread's thread count lazily, from a process-wide value, at its first
   // parallel call; let that happen now, before our setting, not in the middle of this call.
   saved_threads_ = at::get_num_threads();
@@ -71,6 +79,8 @@ ExecutionScope::ExecutionScope(const ExecutionSettings& settings) {
 }
 
 ExecutionScope::~ExecutionScope() {
+  if (nested_) return;
+  t_active = outer_;
 #ifdef LIBSD_HAVE_MXCSR
   if (changed_denormals_) {
     on_every_thread([this](int i) {

@@ -8,7 +8,9 @@
 //   - the attention query slice (thread-local in models/attention.cpp);
 //   - flushing denormals (FTZ/DAZ, a per-thread CPU register): on the calling thread and on each
 //     thread of its OpenMP team, where the kernels run.
-// What stays process-wide is said in pipeline.h (LoadOptions).
+// What stays process-wide is said in pipeline.h (LoadOptions). A scope opened inside another one
+// with the same settings (generate() calling predict_noise() at every step) does nothing: the
+// outer one already applied them, and the denoising loop pays nothing per step.
 #include <cstdint>
 #include <vector>
 
@@ -28,6 +30,8 @@ class ExecutionScope {
   ExecutionScope& operator=(const ExecutionScope&) = delete;
 
  private:
+  const ExecutionSettings* outer_ = nullptr;  // the scope active on this thread before this one
+  bool nested_ = false;                       // inside a scope with these very settings: no-op
   int saved_threads_ = 0;
   bool changed_threads_ = false;
   int64_t saved_slice_ = 0;

@@ -78,7 +78,7 @@ struct Pipeline::Impl {
   c10::ScalarType dtype = c10::kFloat;  // weights and model inputs
   torch::MemoryFormat memory_format = torch::MemoryFormat::Contiguous;
   int64_t prepack_max_pixels = 0;  // resolved LoadOptions::prepack_max_pixels
-  ExecutionSettings execution;     // applied around every public call (execution_scope.h)
+  ExecutionSettings execution{};   // applied around every public call (execution_scope.h)
 
   void sync() const {
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
