@@ -65,7 +65,7 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   // CPU: libsd's fused kernel, on every LibTorch. Measured against LibTorch 2.11's own flash
   // attention CPU kernel (scaled_dot_product_attention, [B, heads, N, D]) on SD 1.5's 64x64
-  // self-attention: 127 vs 284 ms in fp32, 76 vs 295 ms in bf16 (docs/performance.md). It never
+  // self-attention: 135 vs 287 ms in fp32, 77 vs 305 ms in bf16 (docs/performance.md). It never
   // materializes the score matrix (so slicing is moot) and accumulates in fp32, which is what
   // upcast asks for.
   torch::Tensor qh, kh, vh;  // [B*H, N, D], made once where a path needs them
