@@ -5,7 +5,8 @@
 // Use: make_scheduler(kind, config) -> set_timesteps(n) -> latents *= init_noise_sigma() ->
 // for i in [0, timesteps().size(0)): model input = scale_model_input(latents, i), model output at
 // timesteps()[i], latents = step(output, i, latents). Create one scheduler per generation: the
-// multistep ones keep the previous model outputs.
+// multistep ones keep the previous model outputs. Image-to-image starts at a later index k:
+// set_begin_index(k), latents = add_noise(image_latents, noise, k), then steps k, k+1, ...
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
@@ -94,6 +95,17 @@ class Scheduler {
                           const StepNoise& noise = {}) = 0;
   // True if step() draws noise (then StepNoise must carry a generator or a noise tensor).
   virtual bool needs_noise() const { return false; }
+  // Image-to-image: the first step() after this is `step_index`, not 0 (diffusers' set_begin_index;
+  // the multistep history starts empty there, as in diffusers). Call after set_timesteps().
+  virtual void set_begin_index(int64_t step_index) = 0;
+  // `original` noised to the level of timesteps()[step_index]: diffusers' add_noise, i.e.
+  // sqrt(a) * x + sqrt(1 - a) * noise with the cumulative alpha of that timestep (PNDM, DDIM),
+  // x + sigma * noise (Euler, Euler ancestral, LMS), alpha_t * x + sigma_t * noise (DPM-Solver).
+  // float32. step_index may be timesteps().size(0) - 1 at most.
+  virtual at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, int64_t step_index) const = 0;
+  // diffusers' Scheduler.order: step() calls per inference step. 1 for every scheduler libsd has
+  // (DPM-Solver's solver_order is something else); image-to-image skips t_start * order entries.
+  virtual int order() const { return 1; }
   virtual SchedulerKind kind() const = 0;
 };
 

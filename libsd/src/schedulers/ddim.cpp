@@ -81,6 +81,15 @@ class DdimScheduler final : public Scheduler {
     return prev.to(sample.scalar_type());
   }
 
+  void set_begin_index(int64_t step_index) override {
+    checked_begin_index(step_index, static_cast<int64_t>(timesteps_.size()), "DDIMScheduler");  // stateless
+  }
+
+  at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, int64_t step_index) const override {
+    check_step_index(step_index, static_cast<int64_t>(timesteps_.size()), "DDIMScheduler");
+    return alpha_add_noise(original, noise, alphas_cumprod_[timesteps_[step_index]]);
+  }
+
   SchedulerKind kind() const override { return SchedulerKind::kDDIM; }
 
  private:

@@ -113,6 +113,20 @@ class DpmSolverScheduler final : public Scheduler {
     return prev.to(sample.scalar_type());
   }
 
+  void set_begin_index(int64_t step_index) override {
+    // lower_order_nums stays 0 (set_timesteps reset it): the first step is first order, as in diffusers.
+    next_index_ = checked_begin_index(step_index, static_cast<int64_t>(timesteps_.size()),
+                                      "DPMSolverMultistepScheduler");
+  }
+
+  at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, int64_t step_index) const override {
+    check_step_index(step_index, static_cast<int64_t>(timesteps_.size()), "DPMSolverMultistepScheduler");
+    SD_CHECK(original.sizes() == noise.sizes(), "add_noise: noise ", noise.sizes(), " does not match the sample ",
+             original.sizes());
+    const AlphaSigma as = alpha_sigma(sigmas_[step_index]);
+    return original.to(torch::kFloat) * as.alpha + noise.to(torch::kFloat) * as.sigma;
+  }
+
   SchedulerKind kind() const override {
     return karras_ ? SchedulerKind::kDPMSolverMultistepKarras : SchedulerKind::kDPMSolverMultistep;
   }

@@ -41,6 +41,15 @@ class EulerScheduler final : public Scheduler {
     return (x + derivative * dt).to(sample.scalar_type());
   }
 
+  void set_begin_index(int64_t step_index) override {
+    checked_begin_index(step_index, static_cast<int64_t>(schedule_.timesteps.size()), "EulerDiscreteScheduler");  // stateless
+  }
+
+  at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, int64_t step_index) const override {
+    check_step_index(step_index, static_cast<int64_t>(schedule_.timesteps.size()), "EulerDiscreteScheduler");
+    return sigma_add_noise(original, noise, schedule_.sigmas[step_index]);
+  }
+
   SchedulerKind kind() const override { return SchedulerKind::kEuler; }
 
  private:

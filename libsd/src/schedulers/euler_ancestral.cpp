@@ -56,6 +56,15 @@ class EulerAncestralScheduler final : public Scheduler {
     return prev.to(sample.scalar_type());
   }
 
+  void set_begin_index(int64_t step_index) override {
+    checked_begin_index(step_index, static_cast<int64_t>(schedule_.timesteps.size()), "EulerAncestralDiscreteScheduler");  // stateless
+  }
+
+  at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, int64_t step_index) const override {
+    check_step_index(step_index, static_cast<int64_t>(schedule_.timesteps.size()), "EulerAncestralDiscreteScheduler");
+    return sigma_add_noise(original, noise, schedule_.sigmas[step_index]);
+  }
+
   SchedulerKind kind() const override { return SchedulerKind::kEulerAncestral; }
 
  private:

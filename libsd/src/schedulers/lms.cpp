@@ -77,15 +77,29 @@ class LmsScheduler final : public Scheduler {
     derivatives_.push_back((x - pred_x0) / sigma);
     if (derivatives_.size() > kOrder) derivatives_.pop_front();
 
+    // diffusers takes the order from the step index, not from the history: after a begin index
+    // (image-to-image) the first steps use order-4 coefficients with fewer derivatives, and its
+    // zip() pairs only as many coefficients as there are derivatives.
     const int order = static_cast<int>(std::min<int64_t>(step_index + 1, kOrder));
+    const int terms = std::min(order, static_cast<int>(derivatives_.size()));
     // sum(coeff * derivative) over the newest derivatives first, accumulated left to right.
     at::Tensor sum;
-    for (int j = 0; j < order; ++j) {
+    for (int j = 0; j < terms; ++j) {
       const at::Tensor term = derivatives_[derivatives_.size() - 1 - j] * coefficient(order, step_index, j);
       sum = sum.defined() ? sum + term : term;
     }
     ++next_index_;
     return (x + sum).to(sample.scalar_type());
+  }
+
+  void set_begin_index(int64_t step_index) override {
+    next_index_ = checked_begin_index(step_index, static_cast<int64_t>(schedule_.timesteps.size()),
+                                      "LMSDiscreteScheduler");
+  }
+
+  at::Tensor add_noise(const at::Tensor& original, const at::Tensor& noise, int64_t step_index) const override {
+    check_step_index(step_index, static_cast<int64_t>(schedule_.timesteps.size()), "LMSDiscreteScheduler");
+    return sigma_add_noise(original, noise, schedule_.sigmas[step_index]);
   }
 
   SchedulerKind kind() const override { return SchedulerKind::kLMS; }

@@ -181,4 +181,19 @@ void check_step_index(int64_t step_index, int64_t count, const char* scheduler) 
            count, ")");
 }
 
+at::Tensor alpha_add_noise(const at::Tensor& original, const at::Tensor& noise, float alpha_cumprod) {
+  SD_CHECK(original.sizes() == noise.sizes(), "add_noise: noise ", noise.sizes(), " does not match the sample ",
+           original.sizes());
+  const float sqrt_alpha = std::sqrt(alpha_cumprod);
+  const float sqrt_one_minus_alpha = std::sqrt(1.0f - alpha_cumprod);
+  return original.to(torch::kFloat) * sqrt_alpha + noise.to(torch::kFloat) * sqrt_one_minus_alpha;
+}
+
+int64_t checked_begin_index(int64_t step_index, int64_t count, const char* scheduler) {
+  SD_CHECK(count > 0, scheduler, ": call set_timesteps() before set_begin_index()");
+  SD_CHECK(step_index >= 0 && step_index < count, scheduler, ": begin index ", step_index, " outside [0, ", count,
+           ")");
+  return step_index;
+}
+
 }  // namespace sd::sched

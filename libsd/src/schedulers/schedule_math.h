@@ -46,4 +46,11 @@ at::Tensor step_noise(const StepNoise& noise, const at::Tensor& like, const char
 // Checks that set_timesteps ran and that step_index is in range; `count` = number of timesteps.
 void check_step_index(int64_t step_index, int64_t count, const char* scheduler);
 
+// add_noise of the DDPM-parameterized schedulers (PNDM, DDIM): sqrt(a) * original + sqrt(1 - a) *
+// noise at the cumulative alpha `a` of one timestep, float32 as diffusers' tensor arithmetic.
+at::Tensor alpha_add_noise(const at::Tensor& original, const at::Tensor& noise, float alpha_cumprod);
+
+// The begin index of image-to-image, checked against the schedule (`count` timesteps).
+int64_t checked_begin_index(int64_t step_index, int64_t count, const char* scheduler);
+
 }  // namespace sd::sched

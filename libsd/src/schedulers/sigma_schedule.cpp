@@ -67,4 +67,10 @@ at::Tensor sigma_scale_input(const at::Tensor& sample, float sigma) {
   return sample / std::sqrt(sigma * sigma + 1.0f);
 }
 
+at::Tensor sigma_add_noise(const at::Tensor& original, const at::Tensor& noise, float sigma) {
+  SD_CHECK(original.sizes() == noise.sizes(), "add_noise: noise ", noise.sizes(), " does not match the sample ",
+           original.sizes());
+  return original.to(torch::kFloat) + noise.to(torch::kFloat) * sigma;
+}
+
 }  // namespace sd::sched

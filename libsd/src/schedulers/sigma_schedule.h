@@ -31,4 +31,7 @@ at::Tensor sigma_pred_original(const std::string& prediction_type, const at::Ten
 // sample / sqrt(sigma^2 + 1): the model input of a sigma-parameterized scheduler.
 at::Tensor sigma_scale_input(const at::Tensor& sample, float sigma);
 
+// original + noise * sigma: add_noise of Euler, Euler ancestral and LMS, float32.
+at::Tensor sigma_add_noise(const at::Tensor& original, const at::Tensor& noise, float sigma);
+
 }  // namespace sd::sched
