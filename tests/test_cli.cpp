@@ -7,42 +7,17 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli_run.h"
 #include "golden.h"
 #include "sd/safetensors.h"
 
 namespace {
 namespace fs = std::filesystem;
 
-struct Run {
-  int code;
-  std::string out, err;
-};
-
-fs::path temp_dir() {
-  static const fs::path dir = [] {
-    auto d = fs::temp_directory_path() / ("libsd-cli-" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-Run run_sd(const std::string& args) {
-  const auto out = temp_dir() / "stdout.txt", err = temp_dir() / "stderr.txt";
-  const std::string command = std::string("'" LIBSD_BINARY_DIR "/tools/sd' ") + args + " > '" + out.string() +
-                              "' 2> '" + err.string() + "' < /dev/null";
-  const int status = std::system(command.c_str());
-  Run r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-  UNSCOPED_INFO("$ sd " << args << "\n-> " << r.code << "\nstdout: " << r.out << "\nstderr: " << r.err);
-  return r;
-}
+using cli::Run;
+using cli::run_sd;
+using cli::slurp;
+using cli::temp_dir;
 
 std::string tiny() { return (golden::dir() / "pipelines/sd1_tiny").string(); }
 
