@@ -29,7 +29,29 @@ struct LatencyArgs {
   std::string peak_tflops;  // "X" for every precision, or "fp32=X,bf16=Y,..."
   bool flops_only = false;
   std::string profile;  // CSV of per-operator times from one extra, untimed generation
+  // Image-to-image: time it from this image, or from a synthetic one of the configured size.
+  std::optional<double> strength;
+  std::string init_image;
 };
+
+// The init image of an image-to-image measurement: compute does not depend on its content, so a
+// smooth synthetic picture of the configured size serves when no file is given.
+sd::Image bench_init_image(const LatencyArgs& a) {
+  if (!a.init_image.empty()) return sd::read_image(a.init_image);
+  sd::Image image;
+  image.width = a.common.width;
+  image.height = a.common.height;
+  image.rgb.resize(static_cast<size_t>(image.width) * image.height * 3);
+  for (int y = 0; y < image.height; ++y) {
+    for (int x = 0; x < image.width; ++x) {
+      uint8_t* p = &image.rgb[(static_cast<size_t>(y) * image.width + x) * 3];
+      p[0] = static_cast<uint8_t>(255 * x / std::max(1, image.width - 1));
+      p[1] = static_cast<uint8_t>(255 * y / std::max(1, image.height - 1));
+      p[2] = 128;
+    }
+  }
+  return image;
+}
 
 // --peak-tflops: "" -> none; "X" -> X for every precision (key ""); "fp32=X,bf16=Y" -> per precision label.
 std::map<std::string, double> parse_peaks(const std::string& text) {
@@ -138,12 +160,14 @@ int run(const LatencyArgs& a) {
     return 0;
   }
 
+  const bool image_to_image = a.strength.has_value();
+  const sd::Image init_image = image_to_image ? bench_init_image(a) : sd::Image{};
   const bool cuda = sd_bench::is_cuda_device(a.common.device);
   const int cuda_index = cuda ? sd_bench::cuda_index(a.common.device) : 0;
   const std::string device = sd_bench::device_name(a.common.device);
   std::vector<Row> rows;
-  sd_bench::Table table({"precision", "batch", "steps", "latency s (median)", "p90", "stdev", "UNet s/eval", "TFLOP/s",
-                         "text enc s", "VAE s", "peak mem"});
+  sd_bench::Table table({"precision", "batch", "steps", "UNet evals", "latency s (median)", "p90", "stdev",
+                         "UNet s/eval", "TFLOP/s", "text enc s", "VAE enc s", "VAE s", "peak mem"});
 
   std::vector<Row> profiles;
   std::vector<std::string> failures;
@@ -152,13 +176,19 @@ int run(const LatencyArgs& a) {
     // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
     sd_bench::guarded(precision.label, &failures, [&] {
       progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
-      auto pipe = sd::Pipeline::load(a.common.model, sd_bench::make_load_options(a.common, precision));
+      sd::LoadOptions load = sd_bench::make_load_options(a.common, precision);
+      load.vae_encoder = image_to_image;
+      auto pipe = sd::Pipeline::load(a.common.model, load);
       const double load_s = pipe.info().load_s;
       threads = pipe.threads();
       for (int batch : batches) {
         const auto flops = sd_bench::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
         for (int steps : step_counts) {
-          const auto gen = sd_bench::make_generate_options(a.common, steps, batch);
+          auto gen = sd_bench::make_generate_options(a.common, steps, batch);
+          if (image_to_image) {
+            gen.init_image = init_image;
+            gen.strength = a.strength;
+          }
           const std::string config = precision.label + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
           // A new peak window per configuration: loading and earlier configurations do not count.
           if (cuda) {
@@ -170,7 +200,7 @@ int run(const LatencyArgs& a) {
             progress(config + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(a.warmup));
             pipe.generate(a.common.prompt, gen);
           }
-          std::vector<double> latency, unet, text, decode, scheduler, denoise;
+          std::vector<double> latency, unet, text, encode, decode, scheduler, denoise;
           int unet_evals = 0;
           for (int r = 0; r < a.repeats; ++r) {
             const auto result = pipe.generate(a.common.prompt, gen);
@@ -179,6 +209,7 @@ int run(const LatencyArgs& a) {
             unet.insert(unet.end(), t.unet_s.begin(), t.unet_s.end());
             text.push_back(t.text_encoder_s);
             decode.push_back(t.decode_s);
+            encode.push_back(t.encode_s);
             scheduler.push_back(sd_bench::sum(t.scheduler_s));
             denoise.push_back(t.denoise_s);
             unet_evals = static_cast<int>(t.unet_s.size());
@@ -208,6 +239,8 @@ int run(const LatencyArgs& a) {
           row["height"] = a.common.height;
           row["width"] = a.common.width;
           row["guidance"] = a.common.guidance;
+          row["mode"] = image_to_image ? "img2img" : "txt2img";
+          row["strength"] = image_to_image ? Row(*a.strength) : Row(nullptr);
           row["warmup"] = a.warmup;
           row["repeats"] = a.repeats;
           row["load_s"] = load_s;
@@ -217,6 +250,7 @@ int run(const LatencyArgs& a) {
           row["text_encoder_s"] = sd_bench::summarize(text).median;
           row["scheduler_s"] = sd_bench::summarize(scheduler).median;
           row["vae_decode_s"] = decode_s;
+          row["vae_encode_s"] = sd_bench::summarize(encode).median;
           row["denoise_s"] = sd_bench::summarize(denoise).median;
           row["images_per_min"] = lat.median > 0 ? 60.0 * batch / lat.median : 0.0;
           row["peak_rss_bytes"] = sd_bench::optional_json(sd_bench::peak_rss_bytes());
@@ -244,10 +278,11 @@ int run(const LatencyArgs& a) {
           }
 
           const auto peak_memory = memory ? std::optional<int64_t>(memory->peak_reserved) : sd_bench::peak_rss_bytes();
-          table.add({precision.label, std::to_string(batch), std::to_string(steps), sd_bench::fixed(lat.median, 3),
-                     sd_bench::fixed(lat.p90, 3), sd_bench::fixed(lat.stdev, 3), sd_bench::fixed(per_eval.median, 3),
-                     sd_bench::fixed(tflops, 3), sd_bench::fixed(row["text_encoder_s"], 3), sd_bench::fixed(decode_s, 3),
-                     sd_bench::format_bytes(peak_memory)});
+          table.add({precision.label, std::to_string(batch), std::to_string(steps), std::to_string(unet_evals),
+                     sd_bench::fixed(lat.median, 3), sd_bench::fixed(lat.p90, 3), sd_bench::fixed(lat.stdev, 3),
+                     sd_bench::fixed(per_eval.median, 3), sd_bench::fixed(tflops, 3),
+                     sd_bench::fixed(row["text_encoder_s"], 3), sd_bench::fixed(row["vae_encode_s"], 3),
+                     sd_bench::fixed(decode_s, 3), sd_bench::format_bytes(peak_memory)});
         }
       }
     });
@@ -281,5 +316,10 @@ int main(int argc, char** argv) {
                  "after the timed runs, profile one more generation per configuration and write its per-operator "
                  "times (self and total seconds per stage) to this CSV file");
   app.add_flag("--flops-only", a.flops_only, "print the analytic FLOP counts and exit (loads no weights)");
+  auto* strength = app.add_option("--strength", a.strength,
+                                  "time image-to-image at this strength in [0, 1]: int(steps x strength) UNet steps "
+                                  "plus the VAE encode (init image: --init-image, else a synthetic one)");
+  strength->check(CLI::Range(0.0, 1.0));
+  app.add_option("--init-image", a.init_image, "PNG/JPEG init image for --strength")->needs(strength);
   return sd_bench::run_tool(app, argc, argv, [&] { return run(a); });
 }

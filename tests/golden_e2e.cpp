@@ -50,8 +50,8 @@ void check_e2e_result(const sd::GenerateResult& result, const sd::StateDict& ref
   }
   const auto images = result.images01.to(torch::kCPU);
   CHECK_CLOSE_TO_GOLDEN(images.permute({0, 2, 3, 1}), ref.at("image"), tolerance_of(entry, "tolerance_image"));
-  auto ours = sd::to_uint8(images)[0].to(torch::kInt);
-  auto theirs = ref.at("image_uint8").to(torch::kInt);
+  auto ours = sd::to_uint8(images).to(torch::kInt);  // [B, H, W, 3]; the golden cases store [H, W, 3] for B = 1
+  auto theirs = ref.at("image_uint8").to(torch::kInt).reshape(ours.sizes());
   const int max_level_diff = (ours - theirs).abs().max().item<int>();
   INFO("uint8 max level difference " << max_level_diff);
   CHECK(max_level_diff <= entry.value("tolerance_uint8", 1));

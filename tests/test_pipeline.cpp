@@ -42,7 +42,6 @@ TEST_CASE("Text-to-image matches diffusers step by step on every e2e golden case
     SECTION(name) {
       const auto meta = golden::case_json(name);
       auto ref = golden::load_case(name);
-      const auto tol = golden::tolerance_of(c);
       const auto opt = golden::e2e_options(meta, ref);
       golden::check_e2e_result(pipe.generate(meta["prompt"].get<std::string>(), opt), ref, c);
     }

@@ -55,10 +55,11 @@ sd::StateDict state_of(const torch::nn::Module& module) {
 
 }  // namespace
 
-TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers folder", "[unit][single-file]") {
-  const fs::path tmp = fs::temp_directory_path() / ("libsd-single-" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  const fs::path folder = make_small_sd15_folder(tmp / "diffusers");
+namespace {
+
+// Random small weights for the folder's configs, saved in its diffusers layout and, under the real
+// SD 1.5 single-file names, to `file`.
+void write_weights(const fs::path& folder, const fs::path& file) {
 
   // 1. Random small weights, saved in the diffusers layout.
   torch::manual_seed(11);
@@ -103,8 +104,18 @@ TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers 
   REQUIRE(split.vae.size() == vae_w.size());
   for (const auto& [name, w] : clip_w) checkpoint.emplace_back("cond_stage_model.transformer." + name, w);
   checkpoint.emplace_back("alphas_cumprod", torch::ones({1000}));  // non-weights real files carry
-  const fs::path file = tmp / "model.safetensors";
   sd::save_safetensors(file, checkpoint);
+
+}
+
+}  // namespace
+
+TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers folder", "[unit][single-file]") {
+  const fs::path tmp = fs::temp_directory_path() / ("libsd-single-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  const fs::path folder = make_small_sd15_folder(tmp / "diffusers");
+  const fs::path file = tmp / "model.safetensors";
+  write_weights(folder, file);
 
   // 3. Both load and generate the same latents.
   sd::LoadOptions load;
@@ -132,5 +143,59 @@ TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers 
   INFO(text);
   CHECK(text.find("single-file checkpoint") != std::string::npos);
   CHECK(text.find("unet: 686 keys expected, 0 differences") != std::string::npos);
+  fs::remove_all(tmp);
+}
+
+TEST_CASE("A single-file inpainting checkpoint with its base model's configs loads as an inpainting UNet",
+          "[unit][single-file][img2img]") {
+  // The SD 1.5 inpainting file is SD 1.5's layout with a 9-channel first convolution; people load it
+  // with SD 1.5's configs (in_channels 4), and the file's conv_in shape decides.
+  const fs::path tmp = fs::temp_directory_path() / ("libsd-single-inpaint-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  const fs::path folder = make_small_sd15_folder(tmp / "diffusers");
+  auto unet_config = sd::read_json_file(folder / "unet/config.json");
+  unet_config["in_channels"] = 9;
+  write_json(folder / "unet/config.json", unet_config);
+  const fs::path file = tmp / "inpainting.safetensors";
+  write_weights(folder, file);
+  const fs::path base_configs = make_small_sd15_folder(tmp / "base-configs");  // in_channels 4
+
+  sd::LoadOptions load;
+  load.channels_last = false;
+  load.vae_encoder = true;
+  auto from_folder = sd::Pipeline::load(folder.string(), load);
+  load.config_dir = base_configs;
+  auto from_file = sd::Pipeline::load(file.string(), load);
+  CHECK(from_file.info().unet_in_channels == 9);
+  CHECK(from_file.info().unet_parameters == from_folder.info().unet_parameters);
+
+  sd::GenerateOptions opt;
+  opt.width = opt.height = 64;
+  opt.steps = 2;
+  opt.seed = 5;
+  sd::Image image;
+  image.width = image.height = 64;
+  image.rgb.assign(64 * 64 * 3, 0);
+  for (size_t i = 0; i < image.rgb.size(); ++i) image.rgb[i] = static_cast<uint8_t>((i * 37) % 256);
+  sd::Image mask = image;
+  for (size_t i = 0; i < mask.rgb.size(); ++i) mask.rgb[i] = (i / 3) % 64 < 32 ? 255 : 0;  // left half
+  opt.init_image = image;
+  opt.mask = mask;
+  auto a = from_folder.generate("a lighthouse", opt);
+  auto b = from_file.generate("a lighthouse", opt);
+  CHECK(torch::equal(a.latents, b.latents));
+
+  // A first convolution that fits neither 4 nor 9 channels is refused, naming the tensor.
+  sd::NamedTensors odd;
+  sd::SafetensorsFile checkpoint(file);
+  for (const auto& entry : checkpoint.entries()) {
+    auto t = checkpoint.get(entry.name);
+    if (entry.name == "model.diffusion_model.input_blocks.0.0.weight") t = torch::zeros({t.size(0), 7, 3, 3});
+    odd.emplace_back(entry.name, t);
+  }
+  const fs::path odd_file = tmp / "odd.safetensors";
+  sd::save_safetensors(odd_file, odd);
+  CHECK_THROWS_WITH(sd::Pipeline::load(odd_file.string(), load),
+                    Catch::Contains("input_blocks.0.0.weight") && Catch::Contains("7 input channels"));
   fs::remove_all(tmp);
 }

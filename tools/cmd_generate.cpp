@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -14,15 +15,17 @@
 #include "sd/log.h"
 #include "sd/pipeline.h"
 #include "sd/safetensors.h"
+#include "sd/sha256.h"
 
 namespace sd_cli {
 namespace {
 
 struct GenerateArgs {
   std::string model = "random:sd-v1-5", prompt, negative_prompt, scheduler, device = "cpu", precision = "fp32";
-  std::string output = "out.png", init_latents, save_latents, config_dir, variant;
-  int steps = 50, height = 512, width = 512, batch = 1, threads = 0, clip_skip = 0;
+  std::string output = "out.png", init_latents, save_latents, config_dir, variant, init_image, mask;
+  int steps = 50, height = 0, width = 0, batch = 1, threads = 0, clip_skip = 0;
   double guidance = 7.5, eta = 0.0;
+  std::optional<double> strength;
   uint64_t seed = 0;
   bool autocast = false, quiet = false, no_channels_last = false;
   int64_t prepack_max_pixels = -1;
@@ -94,8 +97,18 @@ Run add_generate(CLI::App& app) {
   app.add_option("--guidance", a->guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str()->check(kFinite);
   app.add_option("--scheduler", a->scheduler, "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms (default: the model's)");
   app.add_option("--seed", a->seed, "seed of the CPU generator")->capture_default_str();
-  app.add_option("--height", a->height, "image height (multiple of 8)")->capture_default_str()->check(kMultipleOf8);
-  app.add_option("--width", a->width, "image width (multiple of 8)")->capture_default_str()->check(kMultipleOf8);
+  app.add_option("--height", a->height, "image height, a multiple of 8 (default: the model's, 512 for SD 1.5; "
+                 "with --init-image alone: the image's)")->check(kMultipleOf8);
+  app.add_option("--width", a->width, "image width, a multiple of 8 (default: as --height)")->check(kMultipleOf8);
+  auto* init_image = app.add_option("--init-image", a->init_image,
+                                    "image-to-image: start from this PNG or JPEG (resized to --width x --height if given)");
+  app.add_option("--strength", a->strength,
+                 "with --init-image: the share of the steps run from the image, in [0, 1] "
+                 "(default 0.8; with --mask 1.0)")
+      ->check(kFinite & CLI::Range(0.0, 1.0))
+      ->needs(init_image);
+  app.add_option("--mask", a->mask, "inpainting: repaint where this PNG/JPEG is white, keep where black")
+      ->needs(init_image);
   app.add_option("--batch", a->batch, "images per prompt")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--device", a->device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--precision", a->precision, "fp32, tf32, fp16 or bf16")->capture_default_str()
@@ -130,6 +143,7 @@ Run add_generate(CLI::App& app) {
     load.attention_slice = a->attention_slice;
     load.channels_last = !a->no_channels_last;
     load.prepack_max_pixels = a->prepack_max_pixels;
+    load.vae_encoder = !a->init_image.empty();
 
     sd::GenerateOptions opt;
     opt.negative_prompt = a->negative_prompt;
@@ -148,6 +162,17 @@ Run add_generate(CLI::App& app) {
       opt.initial_latents = file.get("latents").to(torch::kFloat).clone();
     }
     opt.keep_step_latents = !a->save_latents.empty();
+    // Read the images before the model: a bad file fails in a second, not after the load.
+    nlohmann::json inputs = nlohmann::json::object();
+    auto read_input = [&inputs](const std::string& path, const char* key) {
+      sd::Image image = sd::read_image(path);
+      inputs[key] = {{"path", path}, {"sha256", sd::sha256_file_hex(path)}, {"width", image.width},
+                     {"height", image.height}};
+      return image;
+    };
+    if (!a->init_image.empty()) opt.init_image = read_input(a->init_image, "init_image");
+    if (!a->mask.empty()) opt.mask = read_input(a->mask, "mask");
+    opt.strength = a->strength;
 
     // Fail on an unwritable output before spending minutes on the model.
     const auto out_dir = std::filesystem::absolute(a->output).parent_path();
@@ -176,12 +201,13 @@ Run add_generate(CLI::App& app) {
     nlohmann::json sidecar = {
         {"prompt", a->prompt}, {"negative_prompt", a->negative_prompt}, {"seed", a->seed}, {"steps", a->steps},
         {"scheduler", sd::scheduler_name(opt.scheduler ? *opt.scheduler : sd::scheduler_kind_from_config(pipe.scheduler_config()))},
-        {"guidance_scale", a->guidance}, {"height", a->height}, {"width", a->width}, {"batch", a->batch},
+        {"guidance_scale", a->guidance}, {"height", result.height}, {"width", result.width}, {"batch", a->batch},
         {"precision", a->precision}, {"autocast", a->autocast}, {"device", a->device}, {"model", a->model},
         {"eta", a->eta}, {"clip_skip", a->clip_skip},
         {"timings_s",
          {{"load", pipe.info().load_s},
           {"text_encoder", result.timings.text_encoder_s},
+          {"vae_encode", result.timings.encode_s},
           {"denoise", result.timings.denoise_s},
           {"decode", result.timings.decode_s},
           {"total", result.timings.total_s},
@@ -194,6 +220,14 @@ Run add_generate(CLI::App& app) {
     }
     sidecar["images"] = files;
     sidecar["truncated_tokens"] = result.truncated_tokens;
+    if (opt.init_image) {
+      sidecar["mode"] = opt.mask ? "inpaint" : "img2img";
+      sidecar["strength"] = result.strength;
+      sidecar["first_step"] = result.first_step;
+      for (auto& [key, value] : inputs.items()) sidecar[key] = value;
+    } else {
+      sidecar["mode"] = "txt2img";
+    }
     auto json_path = std::filesystem::path(a->output).replace_extension(".json");
     sd::write_file_atomic(json_path, sidecar.dump(2) + "\n");
     if (!a->quiet) {

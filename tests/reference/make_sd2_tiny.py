@@ -41,26 +41,33 @@ Layout (names in manifest.json are relative to the output folder):
 Tolerances: each case runs in float32 (the stored reference) and again in float64 on the same
 inputs (the float64 e2e runs take the float32 runs' initial noise as latents); atol/rtol =
 max(1e-4, 10 x the measured fp32-vs-fp64 max error), rel error = max|diff| / max|ref|.
+
+Helpers shared with tests/reference/make_img2img_inpaint.py (JSON/safetensors writing, the tolerance,
+the seeded reinit) live in tests/reference/refcommon.py.
 """
 import argparse
-import hashlib
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
+import refcommon  # first: sets the offline environment before torch/diffusers/transformers load
+from refcommon import (
+    error,
+    fail,
+    load_pipeline as load_pipeline_of,
+    reinit,
+    save_tensors,
+    sha256,
+    tensor_info,
+    to_stored,
+    tolerance,
+    write_json,
+)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import diffusers  # noqa: E402
 import transformers  # noqa: E402
 import safetensors  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 from diffusers import (  # noqa: E402
     AutoencoderKL,
     DDIMScheduler,
@@ -75,7 +82,6 @@ PINNED = {"diffusers": "0.27.2", "transformers": "4.40.2"}
 TORCH_TESTED = "2.11."
 MERGES = 500  # BPE merges kept (vocab = 512 byte tokens + MERGES + 2 specials)
 HIDDEN = 32    # text encoder hidden size = UNet cross_attention_dim
-CHECK = "max|x-ref| <= atol  OR  max|x-ref| / max|ref| <= rtol"
 
 TEXT_CONFIG = dict(  # SD 2.x text_encoder/config.json, shrunk (SD 2.1: 1024 hidden, 23 layers, 16 heads)
     architectures=["CLIPTextModel"],
@@ -245,89 +251,6 @@ TENSORS_DOC = {
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers
-
-def fail(msg):
-    print("make_sd2_tiny.py: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def write_json(path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def to_stored(t):
-    t = t.detach().cpu()
-    if t.is_floating_point():
-        t = t.to(torch.float32)
-    return t.contiguous()
-
-
-def tensor_info(tensors):
-    names = {torch.float32: "F32", torch.int64: "I64", torch.uint8: "U8"}
-    return {k: {"shape": list(v.shape), "dtype": names[v.dtype]} for k, v in tensors.items()}
-
-
-def save_tensors(path, tensors):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: to_stored(v) for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
-
-
-def error(a32, a64):
-    a32, a64 = a32.detach().to(torch.float64), a64.detach().to(torch.float64)
-    assert a32.shape == a64.shape, (a32.shape, a64.shape)
-    max_abs = (a32 - a64).abs().max().item()
-    max_ref = a64.abs().max().item()
-    return max_abs, (max_abs / max_ref if max_ref > 0 else max_abs)
-
-
-def tolerance(pairs):
-    """pairs: (fp32, fp64) tensors, each compared on its own; the worst of each error applies."""
-    errs = [error(a, b) for a, b in pairs]
-    max_abs = max(e[0] for e in errs)
-    max_rel = max(e[1] for e in errs)
-    return {
-        "atol": max(1e-4, 10 * max_abs),
-        "rtol": max(1e-4, 10 * max_rel),
-        "measured_fp32_vs_fp64_max_abs": max_abs,
-        "measured_fp32_vs_fp64_max_rel": max_rel,
-        "check": CHECK,
-    }
-
-
-@torch.no_grad()
-def reinit(module, seed, out_gain=None):
-    """Seeded weights of unit scale (the libraries' default init leaves CLIP's activations ~0.02,
-    where gelu vs quick_gelu or a wrong head count would hide below the tolerance): linear/conv
-    weights N(0, 1/fan_in), biases N(0, 0.05^2), norm weights 1 + N(0, 0.1^2), norm biases
-    N(0, 0.1^2), embeddings N(0, 1). `out_gain` scales named parameters afterwards."""
-    g = torch.Generator("cpu").manual_seed(seed)
-
-    def randn(shape):
-        return torch.randn(shape, generator=g, dtype=torch.float32)
-
-    for name, m in sorted(module.named_modules(), key=lambda kv: kv[0]):
-        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
-            fan_in = m.weight[0].numel()
-            m.weight.copy_(randn(m.weight.shape) / fan_in ** 0.5)
-            if m.bias is not None:
-                m.bias.copy_(0.05 * randn(m.bias.shape))
-        elif isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
-            if m.weight is not None:
-                m.weight.copy_(1 + 0.1 * randn(m.weight.shape))
-                m.bias.copy_(0.1 * randn(m.bias.shape))
-        elif isinstance(m, torch.nn.Embedding):
-            m.weight.copy_(randn(m.weight.shape))
-    for name, gain in (out_gain or {}).items():
-        module.get_parameter(name).mul_(gain)
-
-
-# --------------------------------------------------------------------------------------------------
 # the pipeline folder
 
 def write_tokenizer(src, dst):
@@ -371,25 +294,6 @@ def write_pipeline(folder, clip_tokenizer):
 
     write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER_CONFIG)
     write_json(folder / "model_index.json", MODEL_INDEX)
-
-
-def load_pipeline(folder, dtype):
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(dtype=dtype)
-    pipe.folder_scheduler_config = pipe.scheduler.config  # every case's scheduler is made from this
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
-        m.eval()
-    if dtype == torch.float64:
-        # transformers 4.40 builds CLIP's causal mask as torch.full(..., finfo(float64).min) in the
-        # default dtype, which overflows float32: run the float64 text encoder with float64 as default.
-        saved = []
-        pipe.text_encoder.register_forward_pre_hook(
-            lambda m, a: (saved.append(torch.get_default_dtype()), torch.set_default_dtype(torch.float64)) and None)
-        pipe.text_encoder.register_forward_hook(lambda m, a, o: torch.set_default_dtype(saved.pop()) and None)
-    return pipe
 
 
 def check_loaded(pipe):
@@ -576,25 +480,19 @@ def main():
                     help="folder with CLIP's vocab.json and merges.txt")
     args = ap.parse_args()
 
-    for mod, want in ((diffusers, PINNED["diffusers"]), (transformers, PINNED["transformers"])):
-        if mod.__version__ != want:
-            fail(f"{mod.__name__} {mod.__version__} found, this reference is pinned to {want}")
-    if not torch.__version__.startswith(TORCH_TESTED):
-        print(f"warning: torch {torch.__version__}, the data were made with {TORCH_TESTED}x", file=sys.stderr)
+    refcommon.check_versions({diffusers: PINNED["diffusers"], transformers: PINNED["transformers"]}, TORCH_TESTED)
     if not (args.clip_tokenizer / "vocab.json").exists():
         fail(f"{args.clip_tokenizer}: no vocab.json (pass --clip-tokenizer)")
 
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(0)
+    refcommon.deterministic()
 
     out = args.out
     if out.exists():
         shutil.rmtree(out)
     folder = out / "pipeline"
     write_pipeline(folder, args.clip_tokenizer)
-    p32 = load_pipeline(folder, torch.float32)
-    p64 = load_pipeline(folder, torch.float64)
+    p32 = load_pipeline_of(StableDiffusionPipeline, folder, torch.float32)
+    p64 = load_pipeline_of(StableDiffusionPipeline, folder, torch.float64)
     check_loaded(p32)
 
     cases = []

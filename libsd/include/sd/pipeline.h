@@ -1,5 +1,5 @@
 #pragma once
-// Text-to-image with Stable Diffusion 1.x/2.x.
+// Text-to-image, image-to-image and inpainting with Stable Diffusion 1.x/2.x.
 //
 //   sd::LoadOptions load;                          // cpu, fp32 by default
 //   auto pipe = sd::Pipeline::load("random:sd-v1-5", load);   // or a diffusers folder / .safetensors file
@@ -7,6 +7,13 @@
 //   opt.steps = 20; opt.seed = 42;
 //   auto result = pipe.generate("a photo of an astronaut riding a horse on mars", opt);
 //   sd::write_png("out.png", result.images[0]);
+//
+//   // Image-to-image: load with the VAE encoder, start from an image.
+//   load.vae_encoder = true;
+//   opt.init_image = sd::read_image("sketch.png");
+//   opt.strength = 0.75;                           // the last 75% of the schedule runs
+//   // Inpainting: also a mask (white = repaint).
+//   opt.mask = sd::read_image("mask.png");
 //
 // Threads: a Pipeline serves one call at a time; different Pipelines may run at once on different
 // threads. Every LoadOptions setting is the pipeline's own: it applies on the calling thread for
@@ -43,7 +50,9 @@ struct LoadOptions {
   uint64_t random_seed = 0;            // "random:" models: seed of the weight initialization (a generator of
                                        // its own: the global RNG is left as it was)
   int threads = 0;                     // CPU threads of this pipeline's calls; 0 = all cores
-  bool vae_encoder = false;            // also load the VAE encoder (image-to-image); text-to-image never needs it
+  // Also load the VAE encoder: image-to-image and inpainting need it (generate() refuses an init image
+  // without it); text-to-image does not, and saves its memory (34 M parameters for SD 1.5).
+  bool vae_encoder = false;
   bool channels_last = true;           // channels-last memory format for the UNet and VAE convolutions
   // CPU with channels-last: convolutions whose input has at most this many pixels (batch x height x
   // width) keep their weight reordered for oneDNN instead of reordering it at every call: up to 2.7x
@@ -62,30 +71,51 @@ struct LoadOptions {
 enum class StepAction { kContinue, kStop };
 
 struct StepInfo {
-  int index = 0;                       // scheduler step index, 0-based
-  int count = 0;                       // number of scheduler steps (UNet evaluations)
+  int index = 0;                       // 0-based among the steps this generation runs
+  int count = 0;                       // number of steps it runs (UNet evaluations; fewer with strength < 1)
   double timestep = 0;
   const at::Tensor& latents;           // fp32 latents after this step
 };
 
 struct GenerateOptions {
   std::string negative_prompt;
-  int width = 512, height = 512;       // multiples of the VAE factor (8)
+  // Output size, multiples of 8. 0: diffusers' default, the UNet's sample_size x the VAE factor (512
+  // for SD 1.5, 768 for SD 2.x 768-v), and for image-to-image without a mask the init image's size
+  // rounded down to a multiple of the VAE factor (diffusers' image processor).
+  int width = 0, height = 0;
   int steps = 50;
   int batch = 1;                       // images per prompt, one batched forward
   double guidance_scale = 7.5;         // <= 1: no classifier-free guidance
   double eta = 0.0;                    // DDIM
   uint64_t seed = 0;                   // torch.Generator("cpu").manual_seed(seed)
   std::optional<SchedulerKind> scheduler;  // default: the model's scheduler config
-  at::Tensor initial_latents;          // [batch, C, H/f, W/f]; used instead of seeded noise (before init_noise_sigma scaling)
+  // [batch, C, H/f, W/f], used instead of the seeded noise: text-to-image and image-to-image draw no
+  // noise then (it is scaled by init_noise_sigma, or added to the image latents); inpainting takes it
+  // as diffusers' `latents`: the start, times init_noise_sigma, whatever the strength.
+  at::Tensor initial_latents;
   int clip_skip = 0;                   // 1: penultimate CLIP layer (with the final LayerNorm)
   bool decode = true;                  // false: stop at the latents
   bool keep_step_latents = false;      // fill GenerateResult::step_latents
   std::function<StepAction(const StepInfo&)> on_step;
+
+  // Image-to-image (diffusers' StableDiffusionImg2ImgPipeline): start from this image, VAE-encoded and
+  // noised to `strength`, instead of from pure noise. Resized with Pillow's Lanczos filter when its
+  // size differs from the output size.
+  std::optional<Image> init_image;
+  // Inpainting (StableDiffusionInpaintPipeline), with init_image: repaint where the mask is white
+  // (luma >= 128), keep where it is black; resized like the image. An inpainting UNet (9 input
+  // channels) sees the mask and the masked image; any other model gets the image re-noised and
+  // pasted back outside the mask after every step.
+  std::optional<Image> mask;
+  // The share of the schedule that runs from the init image: the last int(steps * strength) steps
+  // (1: all of them, from pure noise for inpainting). Default 0.8 for image-to-image and 1.0 for
+  // inpainting, diffusers' defaults. Only with init_image.
+  std::optional<double> strength;
 };
 
 struct Timings {
   double text_encoder_s = 0;           // tokenizing and the text encoder
+  double encode_s = 0;                 // VAE encoding of the init image (and of the masked image)
   double denoise_s = 0, decode_s = 0, total_s = 0;
   std::vector<double> unet_s;          // each UNet evaluation (synchronized on CUDA)
   std::vector<double> scheduler_s;     // each scheduler step
@@ -97,7 +127,10 @@ struct GenerateResult {
   at::Tensor init_latents;             // latents before the first step, as used (after init_noise_sigma)
   at::Tensor latents;                  // final latents, fp32
   std::vector<at::Tensor> step_latents;  // after each scheduler step (if keep_step_latents)
-  at::Tensor timesteps;
+  at::Tensor timesteps;                // the timesteps run (image-to-image: the schedule's tail)
+  int first_step = 0;                  // the schedule index of timesteps[0] (image-to-image skips the rest)
+  double strength = 0;                 // image-to-image and inpainting: the strength used
+  int width = 0, height = 0;           // the output size used
   Timings timings;
   int truncated_tokens = 0;            // prompt tokens dropped beyond the 77-token limit
   bool stopped = false;                // on_step returned kStop
@@ -116,6 +149,9 @@ struct ModelInfo {
   std::string format;                  // "diffusers", "single-file", "random"
   int64_t unet_parameters = 0, vae_parameters = 0, text_encoder_parameters = 0;
   int64_t latent_channels = 4, vae_scale_factor = 8, cross_attention_dim = 768;
+  int64_t unet_in_channels = 4;        // 9: an inpainting model (latents + mask + masked-image latents)
+  int64_t default_width = 512, default_height = 512;  // the UNet's sample_size x the VAE factor
+  bool has_vae_encoder = false;        // loaded with LoadOptions::vae_encoder
   double vae_scaling_factor = 0.18215;
   std::string prediction_type;
   double load_s = 0;
@@ -136,8 +172,14 @@ class Pipeline {
                                  bool guidance, int clip_skip = 0);
   // One UNet evaluation: latents fp32 [batch, C, h, w] -> noise prediction, fp32, guided with
   // `guidance_scale` when the embeddings were made with guidance. The batch must match theirs.
+  // `conditioning`: an inpainting UNet's extra input channels, [batch, 5, h, w] = the mask and the
+  // masked image's latents, appended to the latents' channels (for both halves of the guidance).
   at::Tensor predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const PromptEmbeddings& prompt,
-                           double guidance_scale);
+                           double guidance_scale, const at::Tensor& conditioning = {});
+  // Images [B, 3, H, W] in [-1, 1] -> latents fp32 [B, C, H/f, W/f], times the VAE's scaling factor:
+  // a sample of the encoder's distribution drawn from `generator` (diffusers' latent_dist.sample,
+  // randn in float32 on the CPU), or its mean when generator is null. Needs LoadOptions::vae_encoder.
+  at::Tensor encode(const at::Tensor& images, at::Generator* generator);
   // Latents (already divided by nothing: as the scheduler leaves them) -> images in [0, 1], fp32.
   at::Tensor decode(const at::Tensor& latents);
 

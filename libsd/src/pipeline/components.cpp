@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 
 #include "core/log_macros.h"
 #include "sd/error.h"
@@ -61,12 +62,24 @@ std::vector<std::string> vae_ignores(bool with_encoder) {
   return {"encoder.", "quant_conv."};
 }
 
+int64_t inpainting_channels(int64_t latent_channels) { return 2 * latent_channels + 1; }
+
 struct Configs {
   CLIPTextConfig text;
   UNetConfig unet;
   VAEConfig vae;
   SchedulerConfig scheduler;
 };
+
+// An ordinary UNet takes the latents; an inpainting UNet also the mask and the masked image's latents.
+void check_unet_channels(const Configs& c, const std::string& origin) {
+  const int64_t latent = c.vae.latent_channels;
+  SD_CHECK(c.unet.in_channels == latent || c.unet.in_channels == inpainting_channels(latent), origin,
+           ": the UNet's in_channels ", c.unet.in_channels, " fits neither the VAE's latent_channels ", latent,
+           " nor an inpainting model's ", inpainting_channels(latent), " (latents + mask + masked-image latents)");
+  SD_CHECK(c.unet.out_channels == latent, origin, ": the UNet's out_channels ", c.unet.out_channels,
+           " differs from the VAE's latent_channels ", latent);
+}
 
 Configs read_configs(const fs::path& dir) {
   for (const char* part : {"text_encoder/config.json", "unet/config.json", "vae/config.json",
@@ -80,9 +93,23 @@ Configs read_configs(const fs::path& dir) {
   c.scheduler = SchedulerConfig::from_json_file(dir / "scheduler/scheduler_config.json");
   SD_CHECK(c.text.hidden_size == c.unet.cross_attention_dim, dir.string(), ": text encoder hidden_size ",
            c.text.hidden_size, " differs from the UNet's cross_attention_dim ", c.unet.cross_attention_dim);
-  SD_CHECK(c.vae.latent_channels == c.unet.in_channels, dir.string(), ": VAE latent_channels ",
-           c.vae.latent_channels, " differs from the UNet's in_channels ", c.unet.in_channels);
+  check_unet_channels(c, dir.string());
   return c;
+}
+
+// Inpainting checkpoints (SD 1.5/2.x inpainting) are single files with the configs of their base model:
+// their first convolution says how many channels the UNet takes, as other single-file loaders read it.
+void adopt_checkpoint_unet_channels(const SafetensorsFile& checkpoint, Configs& configs) {
+  const char* name = "model.diffusion_model.input_blocks.0.0.weight";
+  if (!checkpoint.contains(name)) return;  // the binder reports the missing tensor
+  const auto& shape = checkpoint.entry(name).shape;
+  if (shape.size() != 4 || shape[1] == configs.unet.in_channels) return;
+  const int64_t latent = configs.vae.latent_channels;
+  SD_CHECK(shape[1] == inpainting_channels(latent), checkpoint.path().string(), ": tensor '", name,
+           "' takes ", shape[1], " input channels; the configs' UNet takes ", configs.unet.in_channels,
+           " and an inpainting UNet ", inpainting_channels(latent));
+  SD_LOG_INFO(checkpoint.path().string(), ": an inpainting UNet (", shape[1], " input channels)");
+  configs.unet.in_channels = shape[1];
 }
 
 Components build(const Configs& c, const fs::path& tokenizer_dir, const LoadOptions& options) {
@@ -95,6 +122,9 @@ Components build(const Configs& c, const fs::path& tokenizer_dir, const LoadOpti
   out.info.vae_scale_factor = c.vae.downscale_factor();
   out.info.vae_scaling_factor = c.vae.scaling_factor;
   out.info.cross_attention_dim = c.unet.cross_attention_dim;
+  out.info.unet_in_channels = c.unet.in_channels;
+  out.info.default_width = out.info.default_height = c.unet.sample_size * c.vae.downscale_factor();
+  out.info.has_vae_encoder = options.vae_encoder;
   out.info.prediction_type = c.scheduler.prediction_type;
   return out;
 }
@@ -200,7 +230,12 @@ Components load_components(const std::string& model, const LoadOptions& options)
     // A single file carries no configs or tokenizer.
     config_dir = options.config_dir.empty() ? bundled_sd15_dir() : options.config_dir;
   }
-  const Configs configs = read_configs(config_dir);
+  Configs configs = read_configs(config_dir);
+  std::optional<SafetensorsFile> checkpoint;
+  if (!random && !folder) {
+    checkpoint.emplace(fs::path(model));
+    adopt_checkpoint_unet_channels(*checkpoint, configs);
+  }
 
   // 2. The modules.
   Components out = [&] {
@@ -229,8 +264,8 @@ Components load_components(const std::string& model, const LoadOptions& options)
     bind_component(*out.vae, vae_weights, vae_file.string(), vae_ignores(options.vae_encoder));
   } else if (!random) {
     const fs::path file(model);
-    SafetensorsFile checkpoint(file);
-    SplitCheckpoint split = ldm_to_diffusers(checkpoint.all(), unet_layout_of(configs.unet), vae_layout_of(configs.vae));
+    SplitCheckpoint split =
+        ldm_to_diffusers(checkpoint->all(), unet_layout_of(configs.unet), vae_layout_of(configs.vae));
     if (!split.unknown.empty()) {
       SD_LOG_WARN(file.string(), ": ", split.unknown.size(), " tensors matched no known name and were ignored (e.g. '",
                   split.unknown.front(), "')");

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include "core/log_macros.h"
@@ -14,6 +15,8 @@
 #include "models/conv2d.h"
 #include "pipeline/components.h"
 #include "pipeline/execution_scope.h"
+#include "pipeline/image_inputs.h"
+#include "pipeline/image_start.h"
 #include "sd/error.h"
 
 namespace sd {
@@ -162,7 +165,7 @@ PromptEmbeddings Pipeline::encode_prompt(const std::string& prompt, const std::s
 }
 
 at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const PromptEmbeddings& prompt,
-                                   double guidance_scale) {
+                                   double guidance_scale, const at::Tensor& conditioning) {
   RECORD_USER_SCOPE("sd::unet");  // a stage for profilers (bench_latency --profile)
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -170,8 +173,20 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
   SD_CHECK(prompt.embeddings.defined(), "predict_noise: the prompt embeddings are empty (use encode_prompt)");
   SD_CHECK(latents.dim() == 4 && latents.size(0) == prompt.batch, "predict_noise: latents ", latents.sizes(),
            " for prompt embeddings of batch ", prompt.batch, " (expected [", prompt.batch, ", C, h, w])");
+  const ModelInfo& info = impl_->parts.info;
+  const int64_t extra = info.unet_in_channels - info.latent_channels;
+  SD_CHECK(extra == 0 || conditioning.defined(), "predict_noise: this UNet takes ", info.unet_in_channels,
+           " input channels (an inpainting model): give the mask and masked-image latents as conditioning");
   const bool guidance = prompt.guided;
   auto x = guidance ? torch::cat({latents, latents}) : latents;
+  if (conditioning.defined()) {
+    SD_CHECK(conditioning.dim() == 4 && conditioning.size(0) == latents.size(0) && conditioning.size(1) == extra &&
+                 conditioning.size(2) == latents.size(2) && conditioning.size(3) == latents.size(3),
+             "predict_noise: conditioning ", conditioning.sizes(), " for latents ", latents.sizes(), " (expected [",
+             latents.size(0), ", ", extra, ", ", latents.size(2), ", ", latents.size(3), "])");
+    const auto c = conditioning.to(x.device(), torch::kFloat);
+    x = torch::cat({x, guidance ? torch::cat({c, c}) : c}, 1);
+  }
   auto noise = impl_->parts.unet->forward(impl_->model_input(x), timestep.to(impl_->device),
                                           prompt.embeddings.to(impl_->device, impl_->dtype))
                    .to(torch::kFloat)
@@ -179,6 +194,28 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
   if (!guidance) return noise;
   auto halves = noise.chunk(2);
   return halves[0] + guidance_scale * (halves[1] - halves[0]);
+}
+
+at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) {
+  RECORD_USER_SCOPE("sd::vae_encode");
+  c10::InferenceMode inference;
+  ExecutionScope scope(impl_->execution);
+  PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
+  auto& vae = impl_->parts.vae;
+  SD_CHECK(!vae->encoder.is_empty(),
+           "encode: this pipeline was loaded without the VAE encoder (set LoadOptions::vae_encoder, or sd "
+           "generate's --init-image does)");
+  SD_CHECK(images.dim() == 4 && images.size(1) == vae->config.in_channels, "encode: images must be [B, ",
+           vae->config.in_channels, ", H, W], got ", images.sizes());
+  const LatentDistribution dist = vae->encode(impl_->model_input(images));
+  const auto mean = dist.mean.to(torch::kFloat);
+  at::Tensor latents = mean;
+  if (generator != nullptr) {
+    const auto sample =
+        torch::randn(mean.sizes(), *generator, torch::TensorOptions().dtype(torch::kFloat)).to(mean.device());
+    latents = mean + dist.std.to(torch::kFloat) * sample;
+  }
+  return (latents * impl_->parts.info.vae_scaling_factor).contiguous();
 }
 
 at::Tensor Pipeline::decode(const at::Tensor& latents) {
@@ -201,6 +238,66 @@ at::Tensor Pipeline::decode(const at::Tensor& latents) {
   return (image / 2 + 0.5).clamp(0, 1).contiguous();
 }
 
+namespace {
+
+// The request's image-to-image settings and output size, checked.
+struct ResolvedRequest {
+  int width = 0, height = 0;
+  double strength = 1.0;
+};
+
+ResolvedRequest resolve_request(const GenerateOptions& o, const ModelInfo& info) {
+  ResolvedRequest r;
+  const bool from_image = o.init_image.has_value();
+  const bool inpaint = o.mask.has_value();
+  SD_CHECK(!inpaint || from_image, "a mask needs an init image (inpainting repaints part of one)");
+  SD_CHECK(!o.strength || from_image, "strength applies to image-to-image and inpainting only (no init image given)");
+  const int64_t extra = info.unet_in_channels - info.latent_channels;
+  SD_CHECK(extra == 0 || inpaint, "this is an inpainting model (its UNet takes ", info.unet_in_channels,
+           " input channels): give an init image and a mask");
+  SD_CHECK(!from_image || info.has_vae_encoder,
+           "image-to-image needs the VAE encoder: load the pipeline with LoadOptions::vae_encoder = true");
+  r.strength = o.strength.value_or(inpaint ? 1.0 : 0.8);
+  SD_CHECK(std::isfinite(r.strength) && r.strength >= 0.0 && r.strength <= 1.0, "strength must be in [0, 1], got ",
+           r.strength);
+  SD_CHECK(o.width >= 0 && o.height >= 0, "width and height must be positive (or 0 for the default), got ", o.width,
+           "x", o.height);
+  const int64_t f = info.vae_scale_factor;
+  // diffusers asks for multiples of 8 whatever the VAE's factor; a deeper VAE needs its own factor.
+  // Its image-to-image takes the image's size rounded down to the VAE's factor, unchecked.
+  const int64_t multiple = std::max<int64_t>(8, f);
+  r.width = o.width;
+  r.height = o.height;
+  if (from_image) {
+    const Image& image = *o.init_image;
+    SD_CHECK(image.width > 0 && image.height > 0 &&
+                 image.rgb.size() == static_cast<size_t>(image.width) * image.height * 3,
+             "init image: inconsistent size ", image.width, "x", image.height, " with ", image.rgb.size(), " bytes");
+    if (o.mask) {
+      const Image& mask = *o.mask;
+      SD_CHECK(mask.width > 0 && mask.height > 0 &&
+                   mask.rgb.size() == static_cast<size_t>(mask.width) * mask.height * 3,
+               "mask: inconsistent size ", mask.width, "x", mask.height, " with ", mask.rgb.size(), " bytes");
+    }
+  }
+  if (from_image && !inpaint) {
+    const Size2D own = size_rounded_down(*o.init_image, f);
+    if (r.width == 0) r.width = own.width;
+    if (r.height == 0) r.height = own.height;
+    SD_CHECK(r.width > 0 && r.height > 0, "init image ", o.init_image->width, "x", o.init_image->height,
+             " is smaller than the VAE's factor ", f);
+    const bool own_size = o.width == 0 && o.height == 0;
+    if (own_size) return r;
+  }
+  if (r.width == 0) r.width = static_cast<int>(info.default_width);
+  if (r.height == 0) r.height = static_cast<int>(info.default_height);
+  SD_CHECK(r.width % multiple == 0 && r.height % multiple == 0, "width and height must be multiples of ", multiple,
+           ", got ", r.width, "x", r.height);
+  return r;
+}
+
+}  // namespace
+
 GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) {
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -210,22 +307,37 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   GenerateResult result;
 
   // 1. Check the request.
-  // diffusers asks for multiples of 8 whatever the VAE's factor; a deeper VAE needs its own factor.
-  const int64_t f = info.vae_scale_factor;
-  const int64_t multiple = std::max<int64_t>(8, f);
-  SD_CHECK(options.width > 0 && options.height > 0 && options.width % multiple == 0 && options.height % multiple == 0,
-           "width and height must be positive multiples of ", multiple, ", got ", options.width, "x", options.height);
+  const ResolvedRequest request = resolve_request(options, info);
   SD_CHECK(options.steps >= 1, "steps must be at least 1, got ", options.steps);
   SD_CHECK(options.batch >= 1, "batch must be at least 1, got ", options.batch);
-  const std::vector<int64_t> latent_shape{options.batch, info.latent_channels, options.height / f, options.width / f};
+  SD_CHECK(std::isfinite(options.guidance_scale), "guidance scale must be a finite number, got ", options.guidance_scale);
+  SD_CHECK(std::isfinite(options.eta) && options.eta >= 0.0 && options.eta <= 1.0, "eta must be in [0, 1], got ",
+           options.eta);
+  const int64_t f = info.vae_scale_factor;
+  result.width = request.width;
+  result.height = request.height;
+  const std::vector<int64_t> latent_shape{options.batch, info.latent_channels, request.height / f, request.width / f};
 
-  // 2. A fresh scheduler (PNDM keeps history between steps).
+  // 2. A fresh scheduler (PNDM keeps history between steps). Image-to-image runs the schedule's
+  //    tail: the last int(steps * strength) inference steps (diffusers' get_timesteps).
   const SchedulerKind kind = options.scheduler ? *options.scheduler : scheduler_kind_from_config(s.parts.scheduler_config);
   SchedulerOptions scheduler_options;
   scheduler_options.eta = options.eta;
   auto scheduler = make_scheduler(kind, s.parts.scheduler_config, scheduler_options);
   scheduler->set_timesteps(options.steps);
-  result.timesteps = scheduler->timesteps();
+  int64_t begin = 0;
+  if (options.init_image) {
+    const int init_steps = std::min(static_cast<int>(options.steps * request.strength), options.steps);
+    const int t_start = std::max(options.steps - init_steps, 0);
+    SD_CHECK(options.steps - t_start >= 1, "strength ", request.strength, " with ", options.steps,
+             " steps runs no step (int(steps * strength) = 0): raise the strength or the steps");
+    begin = static_cast<int64_t>(t_start) * scheduler->order();
+    scheduler->set_begin_index(begin);
+  }
+  const auto timesteps = scheduler->timesteps().slice(0, begin);
+  result.timesteps = timesteps;
+  result.first_step = static_cast<int>(begin);
+  if (options.init_image) result.strength = request.strength;
 
   // 3. Prompt embeddings (tokenizing is part of the text-encoder time: it is negligible).
   const bool guidance = options.guidance_scale > 1.0;
@@ -239,30 +351,45 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   //    torch.Generator("cpu").manual_seed(seed); it later feeds the scheduler's noise too.
   at::Generator generator = at::detail::createCPUGenerator(options.seed);
   torch::Tensor latents;
-  if (options.initial_latents.defined()) {
-    SD_CHECK(options.initial_latents.sizes().vec() == latent_shape, "initial latents must be ",
-             c10::IntArrayRef(latent_shape), ", got ", options.initial_latents.sizes());
-    latents = options.initial_latents.to(s.device, torch::kFloat);
+  ImageStart image_start;
+  if (options.init_image) {
+    stage_start = Clock::now();
+    image_start = prepare_image_start(*this, options, request.strength, *scheduler, begin, request.width,
+                                      request.height, generator, s.device);
+    result.timings.encode_s = s.seconds_since(stage_start);
+    latents = image_start.latents;
   } else {
-    latents = torch::randn(latent_shape, generator, torch::TensorOptions().dtype(torch::kFloat)).to(s.device);
+    if (options.initial_latents.defined()) {
+      SD_CHECK(options.initial_latents.sizes().vec() == latent_shape, "initial latents must be ",
+               c10::IntArrayRef(latent_shape), ", got ", options.initial_latents.sizes());
+      latents = options.initial_latents.to(s.device, torch::kFloat);
+    } else {
+      latents = torch::randn(latent_shape, generator, torch::TensorOptions().dtype(torch::kFloat)).to(s.device);
+    }
+    latents = latents * scheduler->init_noise_sigma();
   }
-  latents = latents * scheduler->init_noise_sigma();
   result.init_latents = latents;
 
-  // 5. Denoising loop.
-  StepNoise noise;
-  noise.generator = &generator;
-  const auto timesteps = scheduler->timesteps();
+  // 5. Denoising loop (i counts the steps run; the scheduler's index is begin + i).
+  StepNoise step_noise;
+  step_noise.generator = &generator;
   const int count = static_cast<int>(timesteps.size(0));
   const auto denoise_start = Clock::now();
   for (int i = 0; i < count; ++i) {
+    const int64_t index = begin + i;
     const auto t = timesteps[i];
     auto unet_start = Clock::now();
-    auto scaled = scheduler->scale_model_input(latents, i);
-    auto noise_pred = predict_noise(scaled, t, embeddings, options.guidance_scale);
+    auto scaled = scheduler->scale_model_input(latents, index);
+    auto noise_pred = predict_noise(scaled, t, embeddings, options.guidance_scale, image_start.conditioning);
     result.timings.unet_s.push_back(s.seconds_since(unet_start));
     auto step_start = Clock::now();
-    latents = scheduler->step(noise_pred, i, latents, noise);
+    latents = scheduler->step(noise_pred, index, latents, step_noise);
+    if (image_start.image_latents.defined()) {
+      // Inpainting with an ordinary UNet: outside the mask, the original at the next step's noise level.
+      auto original = image_start.image_latents;
+      if (i + 1 < count) original = scheduler->add_noise(image_start.image_latents, image_start.noise, index + 1);
+      latents = (1 - image_start.mask) * original + image_start.mask * latents;
+    }
     result.timings.scheduler_s.push_back(s.seconds_since(step_start));
     if (options.keep_step_latents) result.step_latents.push_back(latents.to(torch::kCPU));
     if (options.on_step) {
