@@ -12,9 +12,9 @@
 #include "common.h"
 #include "sd/build_info.h"
 #include "cuda_stats.h"
-#include "flops.h"
 #include "op_profile.h"
 #include "sd/error.h"
+#include "sd/flops.h"
 #include "sd/pipeline.h"
 
 namespace {
@@ -83,7 +83,7 @@ std::optional<double> peak_for(const std::map<std::string, double>& peaks, const
 
 Row flops_row(const LatencyArgs& a, int batch) {
   const bool guidance = a.common.guidance > 1.0;
-  const auto flops = sd_bench::model_flops(a.common.model, batch, guidance, a.common.height, a.common.width);
+  const auto flops = sd::model_flops(a.common.model, batch, guidance, a.common.height, a.common.width);
   Row row;
   row["model"] = a.common.model;
   row["batch"] = batch;
@@ -182,7 +182,7 @@ int run(const LatencyArgs& a) {
       const double load_s = pipe.info().load_s;
       threads = pipe.threads();
       for (int batch : batches) {
-        const auto flops = sd_bench::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
+        const auto flops = sd::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
         for (int steps : step_counts) {
           auto gen = sd_bench::make_generate_options(a.common, steps, batch);
           if (image_to_image) {

@@ -36,6 +36,7 @@ TEST_CASE("An installed libsd is usable from another CMake project", "[install]"
   text << in.rdbuf();
   INFO(text.str());
   CHECK(text.str().find("tokens=77 first=320 timesteps=10 precision=bf16") != std::string::npos);
+  CHECK(text.str().find("caught sd::Error: ") != std::string::npos);
   // The installed libsd and the consumer run on the LibTorch libsd was built with (a Debian 1.13
   // beside a PyTorch 2.x must not be mixed in: libsdConfig.cmake and the install run path see to it).
   CHECK(text.str().find("LibTorch " TORCH_VERSION) != std::string::npos);

@@ -26,6 +26,8 @@ struct GenerateArgs {
   int steps = 50, height = 0, width = 0, batch = 1, threads = 0, clip_skip = 0;
   double guidance = 7.5, eta = 0.0;
   std::optional<double> strength;
+  std::string vae_tiling = "off", vae_tiny;
+  int64_t vae_memory_limit_mib = 0;
   uint64_t seed = 0;
   bool autocast = false, quiet = false, no_channels_last = false;
   int64_t prepack_max_pixels = -1;
@@ -124,6 +126,17 @@ Run add_generate(CLI::App& app) {
   app.add_option("--attention-slice", a->attention_slice, "attention in query slices of this many rows (bounds memory)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-channels-last", a->no_channels_last, "keep the default contiguous memory format");
+  app.add_option("--vae-tiling", a->vae_tiling,
+                 "VAE in overlapping tiles (diffusers' enable_tiling): on, off, or auto (where the untiled decode "
+                 "would exceed --vae-memory-limit-mib)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"off", "on", "auto"}));
+  app.add_option("--vae-memory-limit-mib", a->vae_memory_limit_mib,
+                 "--vae-tiling auto: the decoder's memory limit in MiB (0: the system's available memory)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  app.add_option("--vae-tiny", a->vae_tiny,
+                 "decode (and encode) with the tiny autoencoder TAESD: a diffusers AutoencoderTiny folder, "
+                 "taesd_decoder.safetensors, or random:taesd");
   app.add_option("--prepack-max-pixels", a->prepack_max_pixels,
                  "CPU: convolutions on inputs of at most this many pixels keep a weight copy reordered for oneDNN; "
                  "-1 = libsd's choice per precision, 0 = off (less memory)")
@@ -144,6 +157,10 @@ Run add_generate(CLI::App& app) {
     load.channels_last = !a->no_channels_last;
     load.prepack_max_pixels = a->prepack_max_pixels;
     load.vae_encoder = !a->init_image.empty();
+    load.vae_tiling = a->vae_tiling == "on" ? sd::VaeTiling::kOn : a->vae_tiling == "auto" ? sd::VaeTiling::kAuto
+                                                                                           : sd::VaeTiling::kOff;
+    load.vae_memory_limit = a->vae_memory_limit_mib * (int64_t{1} << 20);
+    load.vae_tiny = a->vae_tiny;
 
     sd::GenerateOptions opt;
     opt.negative_prompt = a->negative_prompt;
@@ -203,7 +220,8 @@ Run add_generate(CLI::App& app) {
         {"scheduler", sd::scheduler_name(opt.scheduler ? *opt.scheduler : sd::scheduler_kind_from_config(pipe.scheduler_config()))},
         {"guidance_scale", a->guidance}, {"height", result.height}, {"width", result.width}, {"batch", a->batch},
         {"precision", a->precision}, {"autocast", a->autocast}, {"device", a->device}, {"model", a->model},
-        {"eta", a->eta}, {"clip_skip", a->clip_skip},
+        {"eta", a->eta}, {"clip_skip", a->clip_skip}, {"decoder", pipe.info().decoder},
+        {"vae_tiling", a->vae_tiling},
         {"timings_s",
          {{"load", pipe.info().load_s},
           {"text_encoder", result.timings.text_encoder_s},

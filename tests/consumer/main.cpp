@@ -1,4 +1,4 @@
-// Uses only the installed public API: tokenizer, scheduler and the safetensors writer/reader.
+// Uses only the installed public API: tokenizer, scheduler, the safetensors writer/reader, errors.
 #include <sd/sd.h>
 
 #include <cstdio>
@@ -17,6 +17,12 @@ int main(int argc, char** argv) try {
               static_cast<long long>(tokens.ids[1]), static_cast<long long>(read.get("timesteps").size(0)),
               sd::precision_name(sd::Precision::kBF16).c_str());
   std::printf("%s\n", sd::build_info_line().c_str());
+  // An exception thrown inside libsd.so, caught here by its type (libsd exports its typeinfo).
+  try {
+    sd::precision_from_name("fp8");
+  } catch (const sd::Error& e) {
+    std::printf("caught sd::Error: %s\n", e.what());
+  }
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "error: %s\n", e.what());

@@ -4,6 +4,8 @@
 // `sd --version`, benchmark rows and bug reports: a number is only reproducible with these beside it.
 #include <string>
 
+#include "sd/export.h"
+
 namespace sd {
 
 struct BuildInfo {
@@ -16,10 +18,10 @@ struct BuildInfo {
 };
 
 // Computed once; cheap to call again.
-const BuildInfo& build_info();
+SD_API const BuildInfo& build_info();
 
 // One line: "libsd 0.1.0, LibTorch 2.11.0, CUDA 13.0, cuDNN 9.19.0, 0 CUDA devices" or
 // "libsd 0.1.0, LibTorch 1.13.0, no CUDA".
-std::string build_info_line();
+SD_API std::string build_info_line();
 
 }  // namespace sd

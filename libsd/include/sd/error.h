@@ -6,11 +6,18 @@
 #include <string>
 #include <utility>
 
+#include "sd/export.h"
+
 namespace sd {
 
-class Error : public std::runtime_error {
+// Exported with its vtable and typeinfo (anchored in libsd by the out-of-line destructor), so that
+// programs catch it by type.
+class SD_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+  Error(const Error&) = default;
+  Error& operator=(const Error&) = default;
+  ~Error() override;
 };
 
 namespace detail {

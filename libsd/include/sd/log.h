@@ -3,6 +3,8 @@
 #include <functional>
 #include <string_view>
 
+#include "sd/export.h"
+
 namespace sd {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
@@ -10,10 +12,10 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 using LogSink = std::function<void(LogLevel, std::string_view)>;
 
 // Replaces the sink (default: stderr, kInfo and above). Pass nullptr to silence the library.
-void set_log_sink(LogSink sink);
+SD_API void set_log_sink(LogSink sink);
 // Messages below this level are dropped before formatting.
-void set_log_level(LogLevel level);
-LogLevel log_level();
-void log(LogLevel level, std::string_view message);
+SD_API void set_log_level(LogLevel level);
+SD_API LogLevel log_level();
+SD_API void log(LogLevel level, std::string_view message);
 
 }  // namespace sd

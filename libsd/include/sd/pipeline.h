@@ -33,11 +33,17 @@
 #include <string>
 #include <vector>
 
+#include "sd/export.h"
 #include "sd/image.h"
 #include "sd/precision.h"
 #include "sd/scheduler.h"
 
 namespace sd {
+
+// VAE tiling as diffusers' AutoencoderKL.enable_tiling(): tiles of the VAE's sample_size with 25 %
+// overlap, blended linearly. Bounds the decoder's memory for large images; the tile seams make the
+// image differ slightly from the untiled one.
+enum class VaeTiling { kOff, kOn, kAuto };
 
 struct LoadOptions {
   std::string device = "cpu";          // "cpu", "cuda", "cuda:N"
@@ -61,6 +67,14 @@ struct LoadOptions {
   // levels at 512x512, ~1.4 GB more peak memory for SD 1.5; bf16: off), 0: never.
   int64_t prepack_max_pixels = -1;
   bool vae_slicing = false;            // decode a batch one image at a time (bounds decoder memory)
+  VaeTiling vae_tiling = VaeTiling::kOff;  // kAuto: tile where the untiled decode would exceed vae_memory_limit
+  // kAuto's limit in bytes for the decoder's activations (an estimate, ~25 % low at fp32 512x512);
+  // 0: the memory the system has available now (/proc/meminfo MemAvailable; on CUDA give a limit).
+  int64_t vae_memory_limit = 0;
+  // The tiny autoencoder (TAESD) instead of the model's VAE, for decoding (and encoding, where it has
+  // an encoder): a diffusers AutoencoderTiny folder, or madebyollin's taesd_decoder.safetensors (with
+  // taesd_encoder.safetensors beside it); "random:taesd" for timing. Much faster, approximate images.
+  std::string vae_tiny;
   int64_t attention_slice = 0;         // >0: attention in query slices of this many rows (bounds memory)
   // Flush denormal floats to zero (x86 FTZ/DAZ, on the threads that run this pipeline's calls, while
   // they run). Denormals appear in the late steps and make CPU kernels 10x slower; values below
@@ -152,12 +166,13 @@ struct ModelInfo {
   int64_t unet_in_channels = 4;        // 9: an inpainting model (latents + mask + masked-image latents)
   int64_t default_width = 512, default_height = 512;  // the UNet's sample_size x the VAE factor
   bool has_vae_encoder = false;        // loaded with LoadOptions::vae_encoder
+  std::string decoder = "AutoencoderKL";  // or "AutoencoderTiny" (LoadOptions::vae_tiny)
   double vae_scaling_factor = 0.18215;
   std::string prediction_type;
   double load_s = 0;
 };
 
-class Pipeline {
+class SD_API Pipeline {
  public:
   // `model`: a diffusers folder, a single-file .safetensors checkpoint, "random:sd-v1-5" (the
   // full-size SD 1.5 architecture with seeded random weights) or "random:PATH" (any folder's configs).
@@ -199,17 +214,17 @@ class Pipeline {
   ~Pipeline();
 
  private:
-  struct Impl;
+  struct SD_LOCAL Impl;
   explicit Pipeline(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
 // The folder that holds libsd's bundled SD 1.5 configs and tokenizer (weights/sd-v1-5): the
 // LIBSD_WEIGHTS_DIR environment variable, else the source tree, else the install prefix.
-std::filesystem::path bundled_sd15_dir();
+SD_API std::filesystem::path bundled_sd15_dir();
 
 // The config folder of a "random:" model: "random:sd-v1-5" -> bundled_sd15_dir(), "random:PATH" ->
 // PATH. Empty for any other model string.
-std::filesystem::path random_model_configs(const std::string& model);
+SD_API std::filesystem::path random_model_configs(const std::string& model);
 
 }  // namespace sd

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "sd/export.h"
+
 namespace sd {
 
 enum class Precision {
@@ -16,16 +18,17 @@ enum class Precision {
   kBF16,  // bf16 weights and math (fast on CPUs with AMX / AVX512-BF16)
 };
 
-Precision precision_from_name(std::string_view name);  // "fp32", "tf32", "fp16", "bf16"; sd::Error otherwise
-std::string precision_name(Precision precision);
+// "fp32", "tf32", "fp16", "bf16"; sd::Error otherwise.
+SD_API Precision precision_from_name(std::string_view name);
+SD_API std::string precision_name(Precision precision);
 // The dtype the weights are stored in for `precision` (autocast keeps fp32 weights).
-c10::ScalarType weight_dtype(Precision precision, bool autocast);
+SD_API c10::ScalarType weight_dtype(Precision precision, bool autocast);
 // The dtype autocast computes in on `device`: fp16 on CUDA, bf16 on CPU.
-c10::ScalarType autocast_dtype(const c10::Device& device);
+SD_API c10::ScalarType autocast_dtype(const c10::Device& device);
 
 // Sets the thread-local autocast state (and, for a CUDA device only, LibTorch's process-wide TF32
 // flags) for one pipeline call, and restores what was there before on destruction.
-class PrecisionScope {
+class SD_API PrecisionScope {
  public:
   PrecisionScope(Precision precision, bool autocast, const c10::Device& device);
   ~PrecisionScope();

@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "sd/export.h"
+
 namespace sd {
 
 // Ordered by name: what model loaders and `sd inspect` work with.
@@ -42,17 +44,17 @@ constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull << 20;
 
 // Validates the whole header against a file of `file_size` bytes whose first bytes are `bytes`
 // (at least min(file_size, 8 + header length) of them). `origin` names the file in errors.
-SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t available, uint64_t file_size,
-                                           const std::string& origin);
+SD_API SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t available, uint64_t file_size,
+                                                  const std::string& origin);
 
 // Name of a dtype in the safetensors spelling ("F32", "BF16", ...); throws for types it cannot hold.
-std::string safetensors_dtype_name(at::ScalarType dtype);
+SD_API std::string safetensors_dtype_name(at::ScalarType dtype);
 
 // True for the pickle-based formats (.ckpt, .bin, .pt, .pth, any case): libsd never loads them,
 // since unpickling can run arbitrary code. The one list every loader checks.
-bool is_pickle_file(const std::filesystem::path& path);
+SD_API bool is_pickle_file(const std::filesystem::path& path);
 
-class SafetensorsFile {
+class SD_API SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::filesystem::path& path);
   ~SafetensorsFile();
@@ -72,7 +74,7 @@ class SafetensorsFile {
   StateDict all() const;
 
  private:
-  struct Mapping;
+  struct SD_LOCAL Mapping;
   std::filesystem::path path_;
   std::shared_ptr<Mapping> mapping_;
   SafetensorsHeader header_;
@@ -80,13 +82,13 @@ class SafetensorsFile {
 };
 
 // All tensors of a file, as zero-copy views.
-StateDict load_safetensors(const std::filesystem::path& path);
+SD_API StateDict load_safetensors(const std::filesystem::path& path);
 
 // Writes CPU copies of `tensors` (any device, made contiguous) to `path` atomically: the data goes
 // to a temporary file beside it, which is renamed over `path` only when complete.
-void save_safetensors(const std::filesystem::path& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
-void save_safetensors(const std::filesystem::path& path, const StateDict& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+SD_API void save_safetensors(const std::filesystem::path& path, const NamedTensors& tensors,
+                             const std::map<std::string, std::string>& metadata = {});
+SD_API void save_safetensors(const std::filesystem::path& path, const StateDict& tensors,
+                             const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace sd

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "sd/export.h"
+
 namespace sd {
 
 // scheduler/scheduler_config.json. A default-constructed config holds SD 1.5's values. from_json_*
@@ -27,7 +29,7 @@ namespace sd {
 // set_alpha_to_one (DDIM's default is true) and clip_sample (DDIM's default is true); every SD
 // config states both. An explicit "timestep_spacing" applies to every scheduler made from the
 // config (a config saved by diffusers >= 0.20 states "leading", so Euler/LMS/DPM then use it too).
-struct SchedulerConfig {
+struct SD_API SchedulerConfig {
   std::string class_name;  // "_class_name", e.g. "PNDMScheduler"
   int num_train_timesteps = 1000;
   double beta_start = 0.00085, beta_end = 0.012;
@@ -56,12 +58,12 @@ struct SchedulerConfig {
 enum class SchedulerKind { kPNDM, kDDIM, kEuler, kEulerAncestral, kDPMSolverMultistep, kDPMSolverMultistepKarras, kLMS };
 
 // "pndm", "ddim", "euler", "euler-a", "dpm++2m", "dpm++2m-karras", "lms"; anything else -> sd::Error listing them.
-SchedulerKind scheduler_kind_from_name(std::string_view name);
-std::string scheduler_name(SchedulerKind kind);
+SD_API SchedulerKind scheduler_kind_from_name(std::string_view name);
+SD_API std::string scheduler_name(SchedulerKind kind);
 // Every kind, in the order of the enum.
-std::vector<SchedulerKind> all_scheduler_kinds();
+SD_API std::vector<SchedulerKind> all_scheduler_kinds();
 // From config.class_name ("PNDMScheduler", "DPMSolverMultistepScheduler" with use_karras_sigmas -> -karras, ...).
-SchedulerKind scheduler_kind_from_config(const SchedulerConfig& config);
+SD_API SchedulerKind scheduler_kind_from_config(const SchedulerConfig& config);
 
 // Noise for stochastic steps (DDIM with eta > 0, Euler ancestral).
 struct StepNoise {
@@ -75,7 +77,7 @@ struct SchedulerOptions {
   double eta = 0.0;  // DDIM only: 0 = deterministic DDIM
 };
 
-class Scheduler {
+class SD_API Scheduler {
  public:
   virtual ~Scheduler() = default;
   // Computes the schedule for `num_inference_steps` (>= 1) and resets the multistep history.
@@ -109,7 +111,7 @@ class Scheduler {
   virtual SchedulerKind kind() const = 0;
 };
 
-std::unique_ptr<Scheduler> make_scheduler(SchedulerKind kind, const SchedulerConfig& config,
-                                          const SchedulerOptions& options = {});
+SD_API std::unique_ptr<Scheduler> make_scheduler(SchedulerKind kind, const SchedulerConfig& config,
+                                                 const SchedulerOptions& options = {});
 
 }  // namespace sd

@@ -5,10 +5,12 @@
 #include <filesystem>
 #include <string>
 
+#include "sd/export.h"
+
 namespace sd {
 
-std::string sha256_hex(const void* data, size_t size);
+SD_API std::string sha256_hex(const void* data, size_t size);
 // Reads the file in chunks (any size); an unreadable file is an sd::Error naming it.
-std::string sha256_file_hex(const std::filesystem::path& path);
+SD_API std::string sha256_file_hex(const std::filesystem::path& path);
 
 }  // namespace sd

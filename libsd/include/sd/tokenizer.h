@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "sd/export.h"
+
 namespace sd {
 
 struct TokenizedPrompt {
@@ -20,7 +22,7 @@ struct TokenizedPrompt {
 
 // Cheap to copy: copies share the immutable vocabulary, merges and the word cache.
 // Thread-safe: the word cache is guarded by a mutex.
-class CLIPTokenizer {
+class SD_API CLIPTokenizer {
  public:
   // Reads vocab.json and merges.txt, plus the optional tokenizer_config.json and
   // special_tokens_map.json (the latter wins, as in transformers) for the bos/eos/unk/pad tokens
@@ -46,7 +48,7 @@ class CLIPTokenizer {
   size_t vocab_size() const;
 
  private:
-  struct Impl;
+  struct SD_LOCAL Impl;
   explicit CLIPTokenizer(std::shared_ptr<const Impl> impl);
   std::shared_ptr<const Impl> impl_;
 };

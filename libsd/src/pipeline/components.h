@@ -8,6 +8,7 @@
 #include "models/clip_text.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "models/vae_tiny.h"
 #include "sd/pipeline.h"
 #include "sd/scheduler.h"
 #include "sd/tokenizer.h"
@@ -20,6 +21,7 @@ struct Components {
   CLIPTextModel text_encoder{nullptr};
   UNet2DConditionModel unet{nullptr};
   AutoencoderKL vae{nullptr};
+  AutoencoderTiny vae_tiny{nullptr};  // LoadOptions::vae_tiny: decodes (and encodes) instead of `vae`
   SchedulerConfig scheduler_config;
   ModelInfo info;
 };

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <fstream>
 #include <cmath>
 #include <thread>
 
@@ -17,6 +18,7 @@
 #include "pipeline/execution_scope.h"
 #include "pipeline/image_inputs.h"
 #include "pipeline/image_start.h"
+#include "models/vae_tiling.h"
 #include "sd/error.h"
 
 namespace sd {
@@ -36,6 +38,18 @@ c10::Device parse_device(const std::string& name) {
   SD_CHECK(!device.is_cuda() || torch::cuda::is_available(), "device '", name,
            "' requested, but this LibTorch has no CUDA or no GPU is visible");
   return device;
+}
+
+// MemAvailable of /proc/meminfo: what the system can give without swapping (0 if unknown).
+int64_t available_memory_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
 }
 
 ExecutionSettings execution_settings(const LoadOptions& options) {
@@ -91,6 +105,26 @@ struct Pipeline::Impl {
     return std::chrono::duration<double>(Clock::now() - start).count();
   }
   torch::Tensor model_input(const torch::Tensor& x) const { return x.to(device, dtype).contiguous(memory_format); }
+
+  // Whether the VAE tiles this decode (latents) or encode (image) shape: LoadOptions::vae_tiling.
+  // kAuto compares the untiled decode's estimated activations (for an encode: of the latents it
+  // makes) with the limit; diffusers' own condition (larger than one tile) applies in every case.
+  bool tile(at::IntArrayRef shape, bool encode) const {
+    if (options.vae_tiling == VaeTiling::kOff) return false;
+    const VAEConfig& config = parts.vae->config;
+    if (options.vae_tiling == VaeTiling::kOn) return true;
+    std::vector<int64_t> latent_shape = shape.vec();
+    if (encode) {
+      const int64_t f = parts.info.vae_scale_factor;
+      latent_shape = {shape[0], parts.info.latent_channels, shape[2] / f, shape[3] / f};
+    }
+    DecodeMemoryOptions memory;
+    memory.attention_scores = device.is_cuda();  // the fused CPU kernel holds no score matrix
+    memory.query_slice = options.attention_slice;
+    const int64_t need = estimate_decode_peak_bytes(config, latent_shape, dtype, memory);
+    const int64_t limit = options.vae_memory_limit > 0 ? options.vae_memory_limit : available_memory_bytes();
+    return limit > 0 && need > limit;  // an unknown limit (no /proc/meminfo) does not tile
+  }
 };
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -102,6 +136,8 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
   const c10::Device device = parse_device(options.device);
   SD_CHECK(options.threads >= 0, "threads must be 0 (all cores) or positive, got ", options.threads);
   SD_CHECK(options.attention_slice >= 0, "attention_slice must be 0 (off) or positive, got ", options.attention_slice);
+  SD_CHECK(options.vae_memory_limit >= 0, "vae_memory_limit must be 0 (available memory) or positive, got ",
+           options.vae_memory_limit);
   const ExecutionSettings execution = execution_settings(options);
   ExecutionScope scope(execution);
   c10::InferenceMode inference;
@@ -115,8 +151,9 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
         options.prepack_max_pixels >= 0 ? options.prepack_max_pixels : default_prepack_max_pixels(dtype);
   }
   auto& p = impl->parts;
-  for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(p.text_encoder.get()),
-                               static_cast<torch::nn::Module*>(p.unet.get()), static_cast<torch::nn::Module*>(p.vae.get())}) {
+  std::vector<torch::nn::Module*> modules{p.text_encoder.get(), p.unet.get(), p.vae.get()};
+  if (p.vae_tiny) modules.push_back(p.vae_tiny.get());
+  for (torch::nn::Module* m : modules) {
     m->eval();
     m->to(device, impl->dtype);
     if (options.channels_last) to_channels_last(*m);
@@ -201,13 +238,22 @@ at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) 
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
+  const double scaling = impl_->parts.info.vae_scaling_factor;
+  auto& tiny = impl_->parts.vae_tiny;
+  if (tiny && tiny->encoder) {
+    // TAESD encodes to latents directly: nothing is sampled, nothing drawn (diffusers' retrieve_latents).
+    SD_CHECK(images.dim() == 4 && images.size(1) == tiny->config.in_channels, "encode: images must be [B, ",
+             tiny->config.in_channels, ", H, W], got ", images.sizes());
+    return (tiny->encode(impl_->model_input(images)).to(torch::kFloat) * tiny->config.scaling_factor).contiguous();
+  }
   auto& vae = impl_->parts.vae;
   SD_CHECK(!vae->encoder.is_empty(),
            "encode: this pipeline was loaded without the VAE encoder (set LoadOptions::vae_encoder, or sd "
            "generate's --init-image does)");
   SD_CHECK(images.dim() == 4 && images.size(1) == vae->config.in_channels, "encode: images must be [B, ",
            vae->config.in_channels, ", H, W], got ", images.sizes());
-  const LatentDistribution dist = vae->encode(impl_->model_input(images));
+  const auto x = impl_->model_input(images);
+  const LatentDistribution dist = impl_->tile(x.sizes(), true) ? encode_maybe_tiled(*vae, x) : vae->encode(x);
   const auto mean = dist.mean.to(torch::kFloat);
   at::Tensor latents = mean;
   if (generator != nullptr) {
@@ -215,7 +261,7 @@ at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) 
         torch::randn(mean.sizes(), *generator, torch::TensorOptions().dtype(torch::kFloat)).to(mean.device());
     latents = mean + dist.std.to(torch::kFloat) * sample;
   }
-  return (latents * impl_->parts.info.vae_scaling_factor).contiguous();
+  return (latents * scaling).contiguous();
 }
 
 at::Tensor Pipeline::decode(const at::Tensor& latents) {
@@ -223,9 +269,12 @@ at::Tensor Pipeline::decode(const at::Tensor& latents) {
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
   PrecisionScope precision(impl_->options.precision, impl_->options.autocast, impl_->device);
-  const double scaling = impl_->parts.info.vae_scaling_factor;
+  auto& tiny = impl_->parts.vae_tiny;
   auto decode_one = [&](const torch::Tensor& z) {
-    return impl_->parts.vae->decode(impl_->model_input(z / scaling)).to(torch::kFloat);
+    if (tiny) return tiny->decode(impl_->model_input(z / tiny->config.scaling_factor)).to(torch::kFloat);
+    const auto x = impl_->model_input(z / impl_->parts.info.vae_scaling_factor);
+    auto& vae = *impl_->parts.vae;
+    return (impl_->tile(x.sizes(), false) ? decode_maybe_tiled(vae, x) : vae.decode(x)).to(torch::kFloat);
   };
   torch::Tensor image;
   if (impl_->options.vae_slicing && latents.size(0) > 1) {

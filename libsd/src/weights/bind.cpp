@@ -14,50 +14,61 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expected_keys(const to
   return out;
 }
 
-void load_state_dict(torch::nn::Module& module, const StateDict& weights, const BindOptions& options) {
+KeyComparison compare_weights(const torch::nn::Module& module, const StateDict& weights,
+                              const std::vector<std::string>& ignore_prefixes) {
   auto ignored = [&](const std::string& key) {
-    for (const auto& prefix : options.ignore_prefixes) {
+    for (const auto& prefix : ignore_prefixes) {
       if (key.compare(0, prefix.size(), prefix) == 0) return true;
     }
     return false;
   };
+  KeyComparison out;
+  std::set<std::string> expected;
+  auto check = [&](const std::string& name, const torch::Tensor& target) {
+    ++out.expected;
+    expected.insert(name);
+    auto it = weights.find(name);
+    if (it == weights.end()) {
+      out.missing.push_back({name, target.scalar_type(), target.sizes().vec()});
+    } else if (it->second.sizes() != target.sizes()) {
+      out.mismatched.push_back({name, it->second.sizes().vec(), target.sizes().vec()});
+    }
+  };
+  for (const auto& p : module.named_parameters(true)) check(p.key(), p.value());
+  for (const auto& b : module.named_buffers(true)) check(b.key(), b.value());
+  for (const auto& [name, tensor] : weights) {  // a std::map: sorted
+    if (!expected.count(name) && !ignored(name)) {
+      out.unexpected.push_back({name, tensor.scalar_type(), tensor.sizes().vec()});
+    }
+  }
+  return out;
+}
+
+void load_state_dict(torch::nn::Module& module, const StateDict& weights, const BindOptions& options) {
+  const KeyComparison diff = compare_weights(module, weights, options.ignore_prefixes);
+  if (diff.differences() > 0) {
+    std::ostringstream s;
+    s << options.origin << ": weights do not match the model:";
+    auto list = [&](const char* what, size_t count, size_t limit, const auto& item) {
+      if (count == 0) return;
+      s << "\n  " << count << " " << what << ":";
+      for (size_t i = 0; i < count && i < limit; ++i) s << "\n    " << item(i);
+      if (count > limit) s << "\n    ... and " << count - limit << " more";
+    };
+    list("missing keys", diff.missing.size(), 10, [&](size_t i) { return diff.missing[i].name; });
+    list("unexpected keys", diff.unexpected.size(), 10, [&](size_t i) { return diff.unexpected[i].name; });
+    list("shape mismatches", diff.mismatched.size(), 20, [&](size_t i) {
+      const auto& m = diff.mismatched[i];
+      std::ostringstream line;
+      line << "'" << m.name << "': file has " << c10::IntArrayRef(m.file_shape) << ", model expects "
+           << c10::IntArrayRef(m.model_shape);
+      return line.str();
+    });
+    throw Error(s.str());
+  }
   std::vector<std::pair<std::string, torch::Tensor>> targets;
   for (const auto& p : module.named_parameters(true)) targets.emplace_back(p.key(), p.value());
   for (const auto& b : module.named_buffers(true)) targets.emplace_back(b.key(), b.value());
-
-  std::vector<std::string> missing, mismatched;
-  std::set<std::string> used;
-  for (const auto& [name, target] : targets) {
-    auto it = weights.find(name);
-    if (it == weights.end()) {
-      missing.push_back(name);
-      continue;
-    }
-    used.insert(name);
-    if (it->second.sizes() != target.sizes()) {
-      std::ostringstream s;
-      s << "'" << name << "': file has " << it->second.sizes() << ", model expects " << target.sizes();
-      mismatched.push_back(s.str());
-    }
-  }
-  std::vector<std::string> unexpected;
-  for (const auto& [name, tensor] : weights) {
-    if (!used.count(name) && !ignored(name)) unexpected.push_back(name);
-  }
-  if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
-    std::ostringstream s;
-    s << options.origin << ": weights do not match the model:";
-    auto list = [&](const char* what, const std::vector<std::string>& keys, size_t limit) {
-      if (keys.empty()) return;
-      s << "\n  " << keys.size() << " " << what << ":";
-      for (size_t i = 0; i < keys.size() && i < limit; ++i) s << "\n    " << keys[i];
-      if (keys.size() > limit) s << "\n    ... and " << keys.size() - limit << " more";
-    };
-    list("missing keys", missing, 10);
-    list("unexpected keys", unexpected, 10);
-    list("shape mismatches", mismatched, 20);
-    throw Error(s.str());
-  }
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : targets) target.copy_(weights.at(name));
 }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "sd/inspect.h"
 #include "sd/safetensors.h"
 
 namespace sd {
@@ -13,6 +14,12 @@ struct BindOptions {
   std::string origin;                       // the file(s) the weights came from, for messages
   std::vector<std::string> ignore_prefixes;  // state-dict keys to skip (non-weights, unused parts)
 };
+
+// How `weights` differ from what `module` expects, by name and shape; weights whose key starts
+// with one of `ignore_prefixes` are never unexpected. Missing and mismatched keys in the module's
+// order (parameters, then buffers), unexpected ones in the weights' (by name).
+KeyComparison compare_weights(const torch::nn::Module& module, const StateDict& weights,
+                              const std::vector<std::string>& ignore_prefixes = {});
 
 // Copies every parameter and buffer of `module` from `weights` (converting dtype to the module's).
 // Throws one sd::Error listing up to 10 missing and 10 unexpected keys (with counts) and every
