@@ -124,7 +124,10 @@ LatentDistribution AutoencoderKLImpl::encode(const torch::Tensor& image) {
   SD_CHECK(encoder, "VAE encode: this AutoencoderKL was built without its encoder");
   SD_CHECK(image.dim() == 4 && image.size(1) == config.in_channels, "VAE encode: image must be [B, ",
            config.in_channels, ", H, W], got ", image.sizes());
-  auto moments = quant_conv(encoder(image));
+  return LatentDistribution::from_moments(quant_conv(encoder(image)));
+}
+
+LatentDistribution LatentDistribution::from_moments(const torch::Tensor& moments) {
   auto parts = moments.chunk(2, 1);
   LatentDistribution d;
   d.mean = parts[0];

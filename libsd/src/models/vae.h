@@ -48,6 +48,8 @@ TORCH_MODULE(Decoder);
 
 struct LatentDistribution {
   torch::Tensor mean, logvar, std;  // [B, latent, H/f, W/f]; logvar clamped to [-30, 20] as diffusers
+  // diffusers' DiagonalGaussianDistribution of the moments [B, 2 * latent, h, w] (mean, then logvar).
+  static LatentDistribution from_moments(const torch::Tensor& moments);
 };
 
 struct AutoencoderKLImpl : torch::nn::Module {

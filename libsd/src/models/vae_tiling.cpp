@@ -97,15 +97,6 @@ Grid run_tiles(const torch::Tensor& x, const TileGeometry& g, Run run) {
   return grid;
 }
 
-// DiagonalGaussianDistribution of moments [B, 2*latent, h, w] (as AutoencoderKLImpl::encode).
-LatentDistribution distribution_of(const torch::Tensor& moments) {
-  auto parts = moments.chunk(2, 1);
-  LatentDistribution d;
-  d.mean = parts[0];
-  d.logvar = torch::clamp(parts[1], -30.0, 20.0);
-  d.std = torch::exp(0.5 * d.logvar);
-  return d;
-}
 
 int64_t element_size(torch::ScalarType dtype) { return static_cast<int64_t>(c10::elementSize(dtype)); }
 
@@ -148,7 +139,7 @@ LatentDistribution tiled_encode(AutoencoderKLImpl& vae, const torch::Tensor& ima
   const auto g = encode_tile_geometry(vae.config);
   // The moments (mean and unclamped logvar) are blended; the distribution is made afterwards.
   auto tiles = run_tiles(image, g, [&](const torch::Tensor& t) { return vae.quant_conv(vae.encoder(t)); });
-  return distribution_of(blend_and_assemble(tiles, g));
+  return LatentDistribution::from_moments(blend_and_assemble(tiles, g));
 }
 
 torch::Tensor decode_maybe_tiled(AutoencoderKLImpl& vae, const torch::Tensor& z) {
