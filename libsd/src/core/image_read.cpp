@@ -6,6 +6,7 @@
 #include <fstream>
 #include <memory>
 
+#include "core/jpeg_check.h"
 #include "sd/error.h"
 #include "sd/image.h"
 
@@ -69,6 +70,11 @@ Image decode_image(const void* data, size_t size, const std::string& origin) {
   SD_CHECK(format != Format::kOther, origin, ": not a PNG or JPEG image (unrecognised signature)");
   const char* kind = format == Format::kPng ? "PNG" : "JPEG";
   const int len = static_cast<int>(size);  // fits: size <= kMaxImageFileBytes < INT_MAX
+  if (format == Format::kJpeg) {
+    // Before stb_image reads anything: even its header-only stbi_info builds the Huffman tables.
+    const std::string problem = jpeg_structure_problem(bytes, size);
+    SD_CHECK(problem.empty(), origin, ": corrupt JPEG (", problem, ")");
+  }
 
   int width = 0, height = 0, channels = 0;
   SD_CHECK(stbi_info_from_memory(bytes, len, &width, &height, &channels) == 1, origin, ": unreadable ", kind,
