@@ -80,7 +80,10 @@ UNetConfig UNetConfig::from_json(const JsonConfig& json) {
   const char* heads_key = json.has("num_attention_heads") ? "num_attention_heads" : "attention_head_dim";
   c.num_heads = json.int_or_list(heads_key, 8, n);
   c.transformer_layers_per_block = json.int_or_list("transformer_layers_per_block", 1, n);
+  SD_CHECK(c.norm_num_groups > 0, json.origin(), ": norm_num_groups = ", c.norm_num_groups, " must be positive");
   for (size_t i = 0; i < n; ++i) {
+    SD_CHECK(c.block_out_channels[i] > 0, json.origin(), ": block_out_channels[", i, "] = ", c.block_out_channels[i],
+             " must be positive");
     SD_CHECK(c.block_out_channels[i] % c.norm_num_groups == 0, json.origin(), ": block_out_channels[", i, "] = ",
              c.block_out_channels[i], " is not a multiple of norm_num_groups ", c.norm_num_groups);
     SD_CHECK(c.num_heads[i] > 0 && c.block_out_channels[i] % c.num_heads[i] == 0, json.origin(), ": ", heads_key,
@@ -122,6 +125,9 @@ VAEConfig VAEConfig::from_json(const JsonConfig& json) {
   c.sample_size = json.get("sample_size", c.sample_size);
   const size_t n = c.block_out_channels.size();
   SD_CHECK(n >= 1, json.origin(), ": block_out_channels is empty");
+  // The latents are 2^(n-1) times smaller than the image: more than 8 blocks is no VAE of this family
+  // (SD's has 4), and past 63 the factor does not fit an int64.
+  SD_CHECK(n <= 8, json.origin(), ": block_out_channels has ", n, " entries, at most 8 are supported");
   for (const char* key : {"down_block_types", "up_block_types"}) {
     if (!json.has(key)) continue;
     auto types = json.get<std::vector<std::string>>(key, {});
@@ -133,7 +139,9 @@ VAEConfig VAEConfig::from_json(const JsonConfig& json) {
   }
   require_value(json, "act_fn", std::string("silu"));
   require_value(json, "mid_block_add_attention", true);
+  SD_CHECK(c.norm_num_groups > 0, json.origin(), ": norm_num_groups = ", c.norm_num_groups, " must be positive");
   for (auto ch : c.block_out_channels) {
+    SD_CHECK(ch > 0, json.origin(), ": block_out_channels entry ", ch, " must be positive");
     SD_CHECK(ch % c.norm_num_groups == 0, json.origin(), ": block_out_channels entry ", ch,
              " is not a multiple of norm_num_groups ", c.norm_num_groups);
   }
