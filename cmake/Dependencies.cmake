@@ -37,7 +37,11 @@ find_path(STB_INCLUDE_DIR NAMES stb_image_write.h PATH_SUFFIXES stb)
 libsd_require(STB_INCLUDE_DIR libstb-dev "stb_image_write.h")
 
 find_package(Threads REQUIRED)
-find_package(OpenMP QUIET)
+# Not under ThreadSanitizer: libgomp is not instrumented, so TSan cannot see its barriers and would
+# report every at::parallel_for in libsd as a race (tests/sanitizers/README.md).
+if(NOT LIBSD_SANITIZE_THREAD)
+  find_package(OpenMP QUIET)
+endif()
 
 if(LIBSD_BUILD_TOOLS OR LIBSD_BUILD_BENCH)
   find_package(CLI11 QUIET)

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/jpeg_check.h"
+#include "core/png_check.h"
 #include "sd/error.h"
 #include "sd/image.h"
 
@@ -90,6 +91,9 @@ Image decode_image(const void* data, size_t size, const std::string& origin) {
     SD_CHECK(jpeg_has_end_marker(bytes, size), origin, ": truncated JPEG (no end-of-image marker)");
   } else {
     SD_CHECK(png_has_end_chunk(bytes, size), origin, ": truncated PNG (no IEND chunk)");
+    // Before decoding (stb_image's header read stops at the first IDAT, so its info call is safe).
+    const std::string problem = png_structure_problem(bytes, size);
+    SD_CHECK(problem.empty(), origin, ": corrupt PNG (", problem, ")");
   }
 
   int w = 0, h = 0, in_channels = 0;
