@@ -23,19 +23,36 @@ class JsonConfig {
   // Absent or null -> `fallback` (older diffusers versions omit fields: the default applies).
   bool has(const char* key) const { return json_.contains(key) && !json_[key].is_null(); }
 
+  // Strictly typed: an integer field must hold an integer (not 2.5, not 1e3, not a value beyond
+  // int64), a number field a number, a bool a bool, a string a string, a list only such items.
+  // Anything else is an sd::Error naming the file, the field and the value.
   template <class T>
   T get(const char* key, const T& fallback) const {
     if (!has(key)) return fallback;
-    try {
-      return json_[key].get<T>();
-    } catch (const nlohmann::json::exception&) {
-      SD_FAIL(origin_, ": field '", key, "' has the wrong type: ", json_[key].dump());
-    }
+    T out{};
+    convert(key, json_[key], out);
+    return out;
   }
   // An int or a per-block list of ints (UNet attention_head_dim, transformer_layers_per_block).
   std::vector<int64_t> int_or_list(const char* key, int64_t fallback, size_t count) const;
 
  private:
+  void convert(const char* key, const nlohmann::json& v, int64_t& out) const;
+  void convert(const char* key, const nlohmann::json& v, double& out) const;
+  void convert(const char* key, const nlohmann::json& v, bool& out) const;
+  void convert(const char* key, const nlohmann::json& v, std::string& out) const;
+  template <class T>
+  void convert(const char* key, const nlohmann::json& v, std::vector<T>& out) const {
+    wrong_type_unless(v.is_array(), key, v, "a list");
+    out.clear();
+    for (const auto& item : v) {
+      T x{};
+      convert(key, item, x);
+      out.push_back(std::move(x));
+    }
+  }
+  void wrong_type_unless(bool ok, const char* key, const nlohmann::json& v, const char* expected) const;
+
   nlohmann::json json_;
   std::string origin_;
 };
