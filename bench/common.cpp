@@ -37,7 +37,7 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
       ->check(sd_cli_checks::positive_multiple_of_8());
   app.add_option("--prompt", o.prompt, "the prompt")->capture_default_str();
   app.add_option("--negative-prompt", o.negative_prompt, "negative prompt (with guidance > 1)");
-  app.add_option("--seed", o.seed, "seed of the initial latents")->capture_default_str()->check(sd_cli_checks::seed());
+  app.add_option("--seed", o.seed, "seed of the initial latents")->capture_default_str()->transform(sd_cli_checks::seed());
   app.add_option("--scheduler", o.scheduler, "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms")->capture_default_str();
   app.add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str()
       ->check(sd_cli_checks::finite_non_negative());

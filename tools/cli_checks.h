@@ -9,7 +9,8 @@
 
 namespace sd_cli_checks {
 
-// Decimal digits within 64 bits; leading zeros dropped (so CLI11 cannot read them as octal).
+// Decimal digits within 64 bits; leading zeros dropped (so CLI11 cannot read them as octal): use
+// it with Option::transform(), which keeps the rewritten text (check() discards it).
 inline CLI::Validator seed() {
   return CLI::Validator(
       [](std::string& text) -> std::string {

@@ -81,7 +81,7 @@ Run add_generate(CLI::App& app) {
   app.add_option("--guidance", a->guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str()
       ->check(sd_cli_checks::finite_non_negative());
   app.add_option("--scheduler", a->scheduler, "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms (default: the model's)");
-  app.add_option("--seed", a->seed, "seed of the CPU generator, 0 to 2^64-1")->capture_default_str()->check(kSeed);
+  app.add_option("--seed", a->seed, "seed of the CPU generator, 0 to 2^64-1")->capture_default_str()->transform(kSeed);
   app.add_option("--height", a->height, "image height, a multiple of 8 (default: the model's, 512 for SD 1.5; "
                  "with --init-image alone: the image's)")->check(kMultipleOf8);
   app.add_option("--width", a->width, "image width, a multiple of 8 (default: as --height)")->check(kMultipleOf8);
