@@ -1,6 +1,7 @@
 // bench_latency: end-to-end and per-stage latency of one generation, per precision x batch x steps.
 // Each precision is loaded once; each configuration runs --warmup untimed generations, then
 // --repeats timed ones. Stage times come from sd::GenerateResult::timings (synchronized on CUDA).
+#include <cmath>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -67,8 +68,9 @@ std::map<std::string, double> parse_peaks(const std::string& text) {
     } catch (const std::exception&) {
       used = 0;
     }
-    SD_CHECK(used == number.size() && value > 0, "--peak-tflops: expected a positive number or PRECISION=NUMBER, got '",
-             item, "'");
+    if (!(used == number.size() && std::isfinite(value) && value > 0)) {
+      throw sd_bench::UsageError("--peak-tflops: expected a positive number or PRECISION=NUMBER, got '" + item + "'");
+    }
     if (!key.empty()) sd_bench::parse_precision(key);  // a known name
     out[key] = value;
   }
@@ -308,8 +310,10 @@ int main(int argc, char** argv) {
   app.add_option("--precision", a.precisions, "comma list of fp32, tf32, fp16, bf16, autocast")->capture_default_str();
   app.add_option("--batch", a.batches, "comma list of batch sizes (images per generation)")->capture_default_str();
   app.add_option("--steps", a.steps, "comma list of step counts")->capture_default_str();
-  app.add_option("--warmup", a.warmup, "untimed generations per configuration")->capture_default_str();
-  app.add_option("--repeats", a.repeats, "timed generations per configuration")->capture_default_str();
+  app.add_option("--warmup", a.warmup, "untimed generations per configuration")->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--repeats", a.repeats, "timed generations per configuration")->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--peak-tflops", a.peak_tflops,
                  "the device's peak TFLOP/s for fraction_of_peak: one number, or per precision as fp32=X,bf16=Y");
   app.add_option("--profile", a.profile,

@@ -222,8 +222,10 @@ int main(int argc, char** argv) {
   app.add_option("--steps", a.steps, "comma list of step counts for the final-image comparison")->capture_default_str();
   app.add_option("--history-steps", a.history_steps,
                  "step count of the run whose every step is decoded and compared (default: the largest --steps; 0: none)");
-  app.add_option("--amplify", a.amplify, "factor on |A - B| in the difference images")->capture_default_str();
-  app.add_option("--contact-rows", a.contact_rows, "steps shown in contact_sheet.png")->capture_default_str();
+  app.add_option("--amplify", a.amplify, "factor on |A - B| in the difference images")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--contact-rows", a.contact_rows, "steps shown in contact_sheet.png")->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   app.add_option("--output-dir", a.output_dir, "images, metrics.csv and metrics.json go here")->capture_default_str();
   return sd_bench::run_tool(app, argc, argv, [&] { return run(a); });
 }

@@ -279,11 +279,14 @@ int main(int argc, char** argv) {
   // --batch like the other tools; --batch-grid, its first name, still works.
   app.add_option("--batch,--batch-grid", a.grid, "also measure this fixed comma list of batch sizes (the seed's 1,2,4,...)");
   app.add_flag("--no-search", a.no_search, "skip the search for the largest batch");
-  app.add_option("--max-batch", a.max_batch, "upper bound of the search")->capture_default_str();
+  app.add_option("--max-batch", a.max_batch, "upper bound of the search")->capture_default_str()->check(CLI::Range(1, 1000000));
   app.add_option("--max-memory", a.max_memory,
-                 "a try whose peak memory (CPU: peak RSS; CUDA: peak reserved) exceeds this many bytes counts as failed");
-  app.add_option("--warmup", a.warmup, "untimed batch-1 generations per precision")->capture_default_str();
-  app.add_option("--repeats", a.repeats, "timed generations per batch (median)")->capture_default_str();
+                 "a try whose peak memory (CPU: peak RSS; CUDA: peak reserved) exceeds this many bytes counts as failed")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup", a.warmup, "untimed batch-1 generations per precision")->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--repeats", a.repeats, "timed generations per batch (median)")->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   app.add_flag("--vae-slicing", a.vae_slicing, "decode the images one at a time");
   return sd_bench::run_tool(app, argc, argv, [&] { return run(a); });
 }

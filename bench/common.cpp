@@ -11,8 +11,10 @@
 #include <fstream>
 #include <iomanip>
 #include <iterator>
+#include <limits>
 #include <sstream>
 
+#include "../tools/cli_checks.h"
 #include "cuda_stats.h"
 #include "sd/atomic_file.h"
 #include "sd/error.h"
@@ -29,20 +31,25 @@ namespace sd_bench {
 void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--model", o.model, "diffusers folder, single-file .safetensors, or random:sd-v1-5")->capture_default_str();
   app.add_option("--device", o.device, "cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--height", o.height, "image height (multiple of 8)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--width", o.width, "image width (multiple of 8)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--height", o.height, "image height (multiple of 8)")->capture_default_str()
+      ->check(sd_cli_checks::positive_multiple_of_8());
+  app.add_option("--width", o.width, "image width (multiple of 8)")->capture_default_str()
+      ->check(sd_cli_checks::positive_multiple_of_8());
   app.add_option("--prompt", o.prompt, "the prompt")->capture_default_str();
   app.add_option("--negative-prompt", o.negative_prompt, "negative prompt (with guidance > 1)");
-  app.add_option("--seed", o.seed, "seed of the initial latents")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the initial latents")->capture_default_str()->transform(sd_cli_checks::seed());
   app.add_option("--scheduler", o.scheduler, "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms")->capture_default_str();
-  app.add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str()
+      ->check(sd_cli_checks::finite_non_negative());
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 4096));
   app.add_flag("--no-channels-last", o.no_channels_last, "keep the convolutions in contiguous (NCHW) layout");
   app.add_option("--prepack-max-pixels", o.prepack_max_pixels,
                  "CPU: convolutions on inputs of at most this many pixels (batch x height x width) keep a weight "
                  "copy reordered for oneDNN; -1 = libsd's choice per precision, 0 = off (less memory)")
-      ->capture_default_str();
-  app.add_option("--attention-slice", o.attention_slice, "attention in query slices of this many rows (0: whole)")->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
+  app.add_option("--attention-slice", o.attention_slice, "attention in query slices of this many rows (0: whole)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet", o.quiet, "no progress lines on stderr");
 }
 
@@ -80,11 +87,13 @@ std::vector<int> parse_positive_int_list(const std::string& text, const std::str
     } catch (const std::exception&) {
       used = 0;
     }
-    SD_CHECK(used == item.size() && value >= 1 && value <= 1000000, flag, ": expected a comma list of positive integers, got '",
-             item, "' in '", text, "'");
+    if (!(used == item.size() && value >= 1 && value <= 1000000)) {
+      throw UsageError(flag + ": expected a comma list of positive integers (at most 1000000), got '" + item +
+                       "' in '" + text + "'");
+    }
     out.push_back(static_cast<int>(value));
   }
-  SD_CHECK(!out.empty(), flag, ": expected at least one value, got '", text, "'");
+  if (out.empty()) throw UsageError(flag + ": expected at least one value, got '" + text + "'");
   return out;
 }
 
@@ -99,7 +108,7 @@ PrecisionSpec parse_precision(const std::string& name) {
   try {
     spec.precision = sd::precision_from_name(name);
   } catch (const sd::Error&) {
-    SD_FAIL("--precision: unknown precision '", name, "' (expected fp32, tf32, fp16, bf16 or autocast)");
+    throw UsageError("--precision: unknown precision '" + name + "' (expected fp32, tf32, fp16, bf16 or autocast)");
   }
   return spec;
 }
@@ -107,7 +116,7 @@ PrecisionSpec parse_precision(const std::string& name) {
 std::vector<PrecisionSpec> parse_precision_list(const std::string& text) {
   std::vector<PrecisionSpec> out;
   for (const auto& name : split_list(text)) out.push_back(parse_precision(name));
-  SD_CHECK(!out.empty(), "--precision: expected at least one precision, got '", text, "'");
+  if (out.empty()) throw UsageError("--precision: expected at least one precision, got '" + text + "'");
   return out;
 }
 
@@ -502,16 +511,27 @@ void write_csv_output(const OutputOptions& output, const std::vector<Row>& rows,
 }
 
 int run_tool(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
+  bool verbose = false;
+  app.add_flag("--verbose", verbose, "on errors, the full message (LibTorch's C++ backtrace included)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  // One line unless --verbose: LibTorch's messages carry a backtrace after their first line.
+  auto shown = [verbose](const std::exception& e) {
+    std::string message = e.what();
+    if (auto nl = message.find('\n'); nl != std::string::npos && !verbose) message.resize(nl);
+    return message;
+  };
   try {
     return body();
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "usage error: %s\n", shown(e).c_str());
+    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", without_backtrace(e.what()).c_str());
+    std::fprintf(stderr, "error: %s\n", shown(e).c_str());
     return 1;
   }
 }

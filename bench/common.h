@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,11 @@
 namespace sd_bench {
 
 using Row = nlohmann::ordered_json;
+
+// A bad argument the tool finds after CLI11's parsing (a comma list, a precision name): exit code 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // ---- options -------------------------------------------------------------------------------
 

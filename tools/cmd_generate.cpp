@@ -8,7 +8,9 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
+#include "cli_checks.h"
 #include "commands.h"
 #include "sd/atomic_file.h"
 #include "sd/error.h"
@@ -28,6 +30,7 @@ struct GenerateArgs {
   std::optional<double> strength;
   std::string vae_tiling = "off", vae_tiny;
   int64_t vae_memory_limit_mib = 0;
+  int64_t memory_limit_mib = 0;
   uint64_t seed = 0;
   bool autocast = false, quiet = false, no_channels_last = false;
   int64_t prepack_max_pixels = -1;
@@ -63,30 +66,9 @@ class ProgressBar {
 };
 
 // Usage errors (exit code 2) rather than runtime errors: what the command line alone gets wrong.
-const CLI::Validator kMultipleOf8(
-    [](std::string& text) -> std::string {
-      long long v = 0;
-      try {
-        size_t used = 0;
-        v = std::stoll(text, &used);
-        if (used != text.size()) return "expected a positive multiple of 8, got '" + text + "'";
-      } catch (const std::exception&) {
-        return "expected a positive multiple of 8, got '" + text + "'";
-      }
-      return v > 0 && v % 8 == 0 ? std::string() : "expected a positive multiple of 8, got " + text;
-    },
-    "MULTIPLE OF 8");
-const CLI::Validator kFinite(
-    [](std::string& text) -> std::string {
-      try {
-        size_t used = 0;
-        const double v = std::stod(text, &used);
-        if (used == text.size() && std::isfinite(v)) return {};
-      } catch (const std::exception&) {
-      }
-      return "expected a finite number, got '" + text + "'";
-    },
-    "FINITE");
+const CLI::Validator kMultipleOf8 = sd_cli_checks::positive_multiple_of_8();
+const CLI::Validator kFinite = sd_cli_checks::finite();
+const CLI::Validator kSeed = sd_cli_checks::seed();
 
 }  // namespace
 
@@ -96,9 +78,10 @@ Run add_generate(CLI::App& app) {
   app.add_option("--prompt", a->prompt, "what to draw")->required();
   app.add_option("--negative-prompt", a->negative_prompt, "what to avoid (used with guidance > 1)");
   app.add_option("--steps", a->steps, "denoising steps")->capture_default_str()->check(CLI::Range(1, 10000));
-  app.add_option("--guidance", a->guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str()->check(kFinite);
+  app.add_option("--guidance", a->guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str()
+      ->check(sd_cli_checks::finite_non_negative());
   app.add_option("--scheduler", a->scheduler, "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms (default: the model's)");
-  app.add_option("--seed", a->seed, "seed of the CPU generator")->capture_default_str();
+  app.add_option("--seed", a->seed, "seed of the CPU generator, 0 to 2^64-1")->capture_default_str()->transform(kSeed);
   app.add_option("--height", a->height, "image height, a multiple of 8 (default: the model's, 512 for SD 1.5; "
                  "with --init-image alone: the image's)")->check(kMultipleOf8);
   app.add_option("--width", a->width, "image width, a multiple of 8 (default: as --height)")->check(kMultipleOf8);
@@ -116,8 +99,9 @@ Run add_generate(CLI::App& app) {
   app.add_option("--precision", a->precision, "fp32, tf32, fp16 or bf16")->capture_default_str()
       ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}));
   app.add_flag("--autocast", a->autocast, "fp32 weights with autocast (fp16 on CUDA, bf16 on CPU)");
-  app.add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str()->check(kFinite & CLI::NonNegativeNumber);
-  app.add_option("--clip-skip", a->clip_skip, "1: condition on the penultimate CLIP layer")->capture_default_str();
+  app.add_option("--eta", a->eta, "DDIM eta (0 = deterministic)")->capture_default_str()->check(kFinite & CLI::Range(0.0, 1.0));
+  app.add_option("--clip-skip", a->clip_skip, "1: condition on the penultimate CLIP layer")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--init-latents", a->init_latents, "safetensors file with a tensor 'latents' [batch, C, H/f, W/f]");
   app.add_option("--save-latents", a->save_latents, "write init, step_0..step_N-1 and final latents to this safetensors file");
   app.add_option("--threads", a->threads, "CPU threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 4096));
@@ -140,7 +124,13 @@ Run add_generate(CLI::App& app) {
   app.add_option("--prepack-max-pixels", a->prepack_max_pixels,
                  "CPU: convolutions on inputs of at most this many pixels keep a weight copy reordered for oneDNN; "
                  "-1 = libsd's choice per precision, 0 = off (less memory)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
+  app.add_option("--memory-limit-mib", a->memory_limit_mib,
+                 "refuse a generation whose largest stage is estimated above this many MiB (0: the memory "
+                 "available; -1: never refuse)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
   app.add_option("--output,-o", a->output, "PNG to write (batch > 1: out-0.png, out-1.png, ...)")->capture_default_str();
   app.add_flag("--quiet,-q", a->quiet, "no progress bar");
 
@@ -161,6 +151,7 @@ Run add_generate(CLI::App& app) {
                                                                                            : sd::VaeTiling::kOff;
     load.vae_memory_limit = a->vae_memory_limit_mib * (int64_t{1} << 20);
     load.vae_tiny = a->vae_tiny;
+    load.memory_limit = a->memory_limit_mib > 0 ? a->memory_limit_mib * (int64_t{1} << 20) : a->memory_limit_mib;
 
     sd::GenerateOptions opt;
     opt.negative_prompt = a->negative_prompt;
@@ -196,6 +187,12 @@ Run add_generate(CLI::App& app) {
     SD_CHECK(std::filesystem::is_directory(out_dir), a->output, ": the folder ", out_dir.string(), " does not exist");
 
     auto pipe = sd::Pipeline::load(a->model, load);
+    // What the command line gets wrong about this model is still a usage error.
+    const int train_steps = pipe.scheduler_config().num_train_timesteps;
+    if (a->steps > train_steps) {
+      throw UsageError("--steps " + std::to_string(a->steps) + " is more than the model's schedule has (" +
+                       std::to_string(train_steps) + " training steps)");
+    }
     ProgressBar bar(!a->quiet && ::isatty(STDERR_FILENO));
     opt.on_step = [&bar](const sd::StepInfo& step) {
       bar.update(step.index + 1, step.count);

@@ -3,8 +3,16 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <stdexcept>
+#include <string>
 
 namespace sd_cli {
+
+// A bad argument found only once the model is known (e.g. more steps than its schedule has):
+// reported like CLI11's parse errors, with exit code 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 using Run = std::function<int()>;
 

@@ -5,12 +5,16 @@
 
 #include "commands.h"
 #include "sd/build_info.h"
+#include "sd/log.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"sd - Stable Diffusion on LibTorch (libsd)"};
   // --version: what was built against what (LibTorch, CUDA, cuDNN) and the GPUs visible now.
   app.set_version_flag("--version", [] { return sd::build_info_line(); });
   app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("--verbose", verbose, "on errors, the full message (LibTorch's C++ backtrace included); debug logging");
+  app.fallthrough();  // --verbose also after the subcommand
   std::vector<std::pair<CLI::App*, sd_cli::Run>> commands;
   auto* generate = app.add_subcommand("generate", "text-to-image");
   commands.emplace_back(generate, sd_cli::add_generate(*generate));
@@ -24,16 +28,26 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  if (verbose) sd::set_log_level(sd::LogLevel::kDebug);
+  auto report = [verbose](const char* kind, const std::exception& e) {
+    std::string message = e.what();
+    // One line: c10::Error appends a C++ backtrace, and a few of libsd's errors list details below.
+    if (auto nl = message.find('\n'); nl != std::string::npos && !verbose) {
+      message.resize(nl);
+      message += " (more with --verbose)";
+    }
+    std::fprintf(stderr, "%s: %s\n", kind, message.c_str());
+  };
   try {
     for (auto& [sub, run] : commands) {
       if (sub->parsed()) return run();
     }
     return 2;
+  } catch (const sd_cli::UsageError& e) {
+    report("usage error", e);
+    return 2;
   } catch (const std::exception& e) {
-    std::string message = e.what();
-    // c10::Error appends a C++ backtrace: the first line is the message.
-    if (auto nl = message.find("\nException raised from"); nl != std::string::npos) message.resize(nl);
-    std::fprintf(stderr, "error: %s\n", message.c_str());
+    report("error", e);
     return 1;
   }
 }

@@ -76,6 +76,11 @@ struct LoadOptions {
   // taesd_encoder.safetensors beside it); "random:taesd" for timing. Much faster, approximate images.
   std::string vae_tiny;
   int64_t attention_slice = 0;         // >0: attention in query slices of this many rows (bounds memory)
+  // generate() first estimates the memory of its largest stage (the UNet's activations, the VAE's
+  // decode or encode) and refuses, with an sd::Error saying what it needs and what lowers it, a
+  // request above this many bytes. 0: the memory the system has available at each call on the CPU
+  // (/proc/meminfo MemAvailable), no check on CUDA; -1: never refuse. An estimate that errs low.
+  int64_t memory_limit = 0;
   // Flush denormal floats to zero (x86 FTZ/DAZ, on the threads that run this pipeline's calls, while
   // they run). Denormals appear in the late steps and make CPU kernels 10x slower; values below
   // 1e-38 do not change an image.

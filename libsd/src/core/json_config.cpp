@@ -1,56 +1,67 @@
 #include "core/json_config.h"
 
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
 #include <fstream>
+#include <limits>
 
 namespace sd {
 
 nlohmann::json read_json_file(const std::filesystem::path& path) {
   std::ifstream in(path);
   SD_CHECK(in.is_open(), path.string(), ": cannot open");
+  nlohmann::json out;
   try {
-    return nlohmann::json::parse(in);
+    out = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
     SD_FAIL(path.string(), ": not valid JSON: ", e.what());
   }
+  // Every config is an object of fields; anything else would make each field silently default.
+  SD_CHECK(out.is_object(), path.string(), ": expected a JSON object of config fields, got ", out.type_name());
+  return out;
 }
 
-namespace {
-
-// An integer in int64's range, written as an integer or as a float with an integral value (2.0).
-bool is_int64(const nlohmann::json& v) {
-  if (v.is_number_integer()) return !v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t{INT64_MAX};
-  if (!v.is_number_float()) return false;
-  const double d = v.get<double>();
-  return std::floor(d) == d && d >= -9223372036854775808.0 && d < 9223372036854775808.0;
+void JsonConfig::wrong_type_unless(bool ok, const char* key, const nlohmann::json& v, const char* expected) const {
+  if (ok) return;
+  std::string shown = v.dump();
+  if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+  SD_FAIL(origin_, ": field '", key, "' has the wrong type: expected ", expected, ", got ", shown);
 }
 
-}  // namespace
+void JsonConfig::convert(const char* key, const nlohmann::json& v, int64_t& out) const {
+  // nlohmann would truncate 2.5 to 2 and wrap 2^64-1 to -1: both are refused instead.
+  const bool fits = v.is_number_integer() &&
+                    (!v.is_number_unsigned() ||
+                     v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+  wrong_type_unless(fits, key, v, "an integer (within 64 bits)");
+  out = v.get<int64_t>();
+}
 
-void JsonConfig::check_integers(const char* key) const {
-  const auto& v = json_[key];
-  if (!v.is_number() && !v.is_array()) return;  // not a number at all: get() reports the wrong type
-  bool ok = v.is_array() ? std::all_of(v.begin(), v.end(), [](const auto& x) { return !x.is_number() || is_int64(x); })
-                         : is_int64(v);
-  SD_CHECK(ok, origin_, ": field '", key, "' must hold integers (64-bit), got ", v.dump());
+void JsonConfig::convert(const char* key, const nlohmann::json& v, double& out) const {
+  wrong_type_unless(v.is_number(), key, v, "a number");
+  out = v.get<double>();
+}
+
+void JsonConfig::convert(const char* key, const nlohmann::json& v, bool& out) const {
+  wrong_type_unless(v.is_boolean(), key, v, "true or false");
+  out = v.get<bool>();
+}
+
+void JsonConfig::convert(const char* key, const nlohmann::json& v, std::string& out) const {
+  wrong_type_unless(v.is_string(), key, v, "a string");
+  out = v.get<std::string>();
 }
 
 std::vector<int64_t> JsonConfig::int_or_list(const char* key, int64_t fallback, size_t count) const {
   if (!has(key)) return std::vector<int64_t>(count, fallback);
   const auto& v = json_[key];
-  if (v.is_number()) {
-    check_integers(key);
-    return std::vector<int64_t>(count, v.get<int64_t>());
+  if (!v.is_array()) {
+    int64_t one = 0;
+    convert(key, v, one);
+    return std::vector<int64_t>(count, one);
   }
-  SD_CHECK(v.is_array() && v.size() == count, origin_, ": field '", key, "' must be an int or a list of ", count,
-           " ints, got ", v.dump());
+  SD_CHECK(v.size() == count, origin_, ": field '", key, "' must be an int or a list of ", count, " ints, got ",
+           v.size(), " entries");
   std::vector<int64_t> out;
-  for (const auto& x : v) {
-    SD_CHECK(x.is_number() && is_int64(x), origin_, ": field '", key, "' must hold ints, got ", v.dump());
-    out.push_back(x.get<int64_t>());
-  }
+  convert(key, v, out);
   return out;
 }
 

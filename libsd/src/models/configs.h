@@ -50,6 +50,10 @@ struct UNetConfig {  // diffusers UNet2DConditionModel, SD 1.x/2.x family
   bool up_has_attention(size_t block) const { return up_block_types[block] == "CrossAttnUpBlock2D"; }
 };
 
+// The UNet's parameter count from its config alone (no module built), within ~10 %: what bounds a
+// config before building it (models/config_limits.h kMaxUNetParameters).
+double estimate_unet_parameters(const UNetConfig& config);
+
 struct VAEConfig {  // diffusers AutoencoderKL
   int64_t in_channels = 3, out_channels = 3, latent_channels = 4;
   std::vector<int64_t> block_out_channels{128, 256, 512, 512};

@@ -9,6 +9,7 @@
 #include "core/global_generator.h"
 #include "core/log_macros.h"
 #include "pipeline/model_source.h"
+#include "pipeline/weight_shapes_check.h"
 #include "sd/error.h"
 #include "sd/safetensors.h"
 #include "weights/bind.h"
@@ -140,7 +141,47 @@ Components load_components(const std::string& model, const LoadOptions& options)
   Configs& configs = source.configs;
   std::optional<SafetensorsFile>& checkpoint = source.checkpoint;
 
-  // 2. The modules.
+  // 2. The weights, as views of the mapped files: only their headers are read here. The configs
+  //    are checked against their shapes before any module is built (pipeline/weight_shapes_check.h).
+  const std::vector<std::string> text_ignores{kTextEncoderNonWeights};
+  StateDict text_weights, unet_weights, vae_weights;
+  std::string text_origin, unet_origin, vae_origin;
+  if (folder) {
+    const fs::path dir(model);
+    const fs::path text_file = component_weights(dir / "text_encoder", "model", options.variant);
+    const fs::path unet_file = component_weights(dir / "unet", "diffusion_pytorch_model", options.variant);
+    const fs::path vae_file = component_weights(dir / "vae", "diffusion_pytorch_model", options.variant);
+    text_weights = load_safetensors(text_file);
+    unet_weights = load_safetensors(unet_file);
+    vae_weights = load_safetensors(vae_file);
+    rename_legacy_vae_attention(vae_weights);
+    text_origin = text_file.string();
+    unet_origin = unet_file.string();
+    vae_origin = vae_file.string();
+    check_text_encoder_weights(configs.text, text_weights, (dir / "text_encoder/config.json").string(), text_origin);
+    check_unet_weights(configs.unet, unet_weights, (dir / "unet/config.json").string(), unet_origin);
+    check_vae_weights(configs.vae, vae_weights, (dir / "vae/config.json").string(), vae_origin);
+  } else if (!random) {
+    const fs::path file(model);
+    SplitCheckpoint split =
+        ldm_to_diffusers(checkpoint->all(), unet_layout_of(configs.unet), vae_layout_of(configs.vae));
+    if (!split.unknown.empty()) {
+      SD_LOG_WARN(file.string(), ": ", split.unknown.size(), " tensors matched no known name and were ignored (e.g. '",
+                  split.unknown.front(), "')");
+    }
+    text_weights = std::move(split.text_encoder);
+    unet_weights = std::move(split.unet);
+    vae_weights = std::move(split.vae);
+    text_origin = file.string() + " (text encoder)";
+    unet_origin = file.string() + " (UNet)";
+    vae_origin = file.string() + " (VAE)";
+    check_text_encoder_weights(configs.text, text_weights, (config_dir / "text_encoder/config.json").string(),
+                               text_origin);
+    check_unet_weights(configs.unet, unet_weights, (config_dir / "unet/config.json").string(), unet_origin);
+    check_vae_weights(configs.vae, vae_weights, (config_dir / "vae/config.json").string(), vae_origin);
+  }
+
+  // 3. The modules.
   Components out = [&] {
     GlobalGeneratorRestorer restore;
     return build(configs, config_dir / "tokenizer", options);
@@ -151,31 +192,11 @@ Components load_components(const std::string& model, const LoadOptions& options)
     randomize_weights(*out.text_encoder, options.random_seed);
     randomize_weights(*out.unet, options.random_seed + 1);
     randomize_weights(*out.vae, options.random_seed + 2);
-  }
-
-  // 3. The weights.
-  const std::vector<std::string> text_ignores{kTextEncoderNonWeights};
-  if (folder) {
-    const fs::path dir(model);
-    const fs::path text_file = component_weights(dir / "text_encoder", "model", options.variant);
-    bind_component(*out.text_encoder, load_safetensors(text_file), text_file.string(), text_ignores);
-    const fs::path unet_file = component_weights(dir / "unet", "diffusion_pytorch_model", options.variant);
-    bind_component(*out.unet, load_safetensors(unet_file), unet_file.string(), {});
-    const fs::path vae_file = component_weights(dir / "vae", "diffusion_pytorch_model", options.variant);
-    StateDict vae_weights = load_safetensors(vae_file);
-    rename_legacy_vae_attention(vae_weights);
-    bind_component(*out.vae, vae_weights, vae_file.string(), vae_ignores(options.vae_encoder));
-  } else if (!random) {
-    const fs::path file(model);
-    SplitCheckpoint split =
-        ldm_to_diffusers(checkpoint->all(), unet_layout_of(configs.unet), vae_layout_of(configs.vae));
-    if (!split.unknown.empty()) {
-      SD_LOG_WARN(file.string(), ": ", split.unknown.size(), " tensors matched no known name and were ignored (e.g. '",
-                  split.unknown.front(), "')");
-    }
-    bind_component(*out.text_encoder, split.text_encoder, file.string() + " (text encoder)", text_ignores);
-    bind_component(*out.unet, split.unet, file.string() + " (UNet)", {});
-    bind_component(*out.vae, split.vae, file.string() + " (VAE)", vae_ignores(options.vae_encoder));
+  } else {
+    // 4. The weights bound.
+    bind_component(*out.text_encoder, text_weights, text_origin, text_ignores);
+    bind_component(*out.unet, unet_weights, unet_origin, {});
+    bind_component(*out.vae, vae_weights, vae_origin, vae_ignores(options.vae_encoder));
   }
   if (!options.vae_tiny.empty()) attach_tiny_vae(out, options);
   out.info.source = model;

@@ -18,6 +18,8 @@
 #include "pipeline/execution_scope.h"
 #include "pipeline/image_inputs.h"
 #include "pipeline/image_start.h"
+#include "pipeline/memory_estimate.h"
+#include "core/torch_version.h"
 #include "models/vae_tiling.h"
 #include "sd/error.h"
 
@@ -38,18 +40,6 @@ c10::Device parse_device(const std::string& name) {
   SD_CHECK(!device.is_cuda() || torch::cuda::is_available(), "device '", name,
            "' requested, but this LibTorch has no CUDA or no GPU is visible");
   return device;
-}
-
-// MemAvailable of /proc/meminfo: what the system can give without swapping (0 if unknown).
-int64_t available_memory_bytes() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  int64_t kib = 0;
-  std::string unit;
-  while (meminfo >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
 }
 
 ExecutionSettings execution_settings(const LoadOptions& options) {
@@ -125,6 +115,61 @@ struct Pipeline::Impl {
     const int64_t limit = options.vae_memory_limit > 0 ? options.vae_memory_limit : available_memory_bytes();
     return limit > 0 && need > limit;  // an unknown limit (no /proc/meminfo) does not tile
   }
+
+  // LoadOptions::memory_limit: refuse a request whose largest stage cannot fit, before any of it
+  // is allocated (pipeline/memory_estimate.h).
+  void check_memory(const GenerateOptions& o, int width, int height) const {
+    if (options.memory_limit < 0) return;
+    const int64_t limit = options.memory_limit > 0 ? options.memory_limit
+                          : device.is_cpu()        ? available_memory_bytes()
+                                                   : 0;
+    if (limit <= 0) return;
+    const ModelInfo& info = parts.info;
+    const int64_t f = info.vae_scale_factor;
+    const int64_t h = height / f, w = width / f;
+    ActivationMemoryOptions activations;
+    // The fused CPU kernel and LibTorch 2's fused CUDA kernels hold no score matrix.
+    activations.attention_scores =
+        attention_backend() == AttentionBackend::kOps || (device.is_cuda() && !SD_TORCH_AT_LEAST(2, 0));
+    activations.query_slice = options.attention_slice;
+    const bool guided = o.guidance_scale > 1.0;
+    std::vector<StageEstimate> stages;
+    stages.push_back({"the UNet", estimate_unet_peak_bytes(parts.unet->config, o.batch * (guided ? 2 : 1), h, w,
+                                                            dtype, activations)});
+    if (!parts.vae_tiny) {
+      DecodeMemoryOptions decode_memory;
+      decode_memory.attention_scores = activations.attention_scores || device.is_cuda();
+      decode_memory.query_slice = options.attention_slice;
+      const std::vector<int64_t> latents{options.vae_slicing ? 1 : o.batch, info.latent_channels, h, w};
+      const VAEConfig& vae = parts.vae->config;
+      auto vae_bytes = [&] {
+        return tile(latents, false) ? estimate_tiled_decode_peak_bytes(vae, latents, dtype, decode_memory)
+                                    : estimate_decode_peak_bytes(vae, latents, dtype, decode_memory);
+      };
+      // The encoder mirrors the decoder: its estimate stands for the init image's encode too.
+      if (o.decode) stages.push_back({"the VAE decode", vae_bytes()});
+      if (o.init_image) stages.push_back({"the VAE encode", vae_bytes()});
+    }
+    const StageEstimate& largest =
+        *std::max_element(stages.begin(), stages.end(), [](const auto& a, const auto& b) { return a.bytes < b.bytes; });
+    if (largest.bytes <= limit) return;
+    std::string lower = "a smaller width x height";
+    if (o.batch > 1) lower += ", a smaller batch";
+    if (largest.stage == "the UNet") {
+      if (activations.attention_scores && options.attention_slice == 0) lower += ", attention slicing (attention_slice)";
+    } else {
+      if (options.vae_tiling == VaeTiling::kOff) lower += ", VAE tiling (vae_tiling)";
+      if (o.batch > 1 && !options.vae_slicing) lower += ", VAE slicing (vae_slicing)";
+      lower += ", the tiny autoencoder (vae_tiny)";
+    }
+    SD_FAIL("out of memory (estimated before running): a ", width, "x", height, " generation of batch ", o.batch,
+            " needs about ",
+            format_memory(static_cast<double>(largest.bytes)), " for ", largest.stage, ", more than ",
+            options.memory_limit > 0 ? "the memory limit of " : "the memory available, ",
+            format_memory(static_cast<double>(limit)),
+            options.memory_limit > 0 ? " (memory_limit)" : " (memory_limit = -1 skips this check)",
+            "; lower it with ", lower);
+  }
 };
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -138,6 +183,10 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
   SD_CHECK(options.attention_slice >= 0, "attention_slice must be 0 (off) or positive, got ", options.attention_slice);
   SD_CHECK(options.vae_memory_limit >= 0, "vae_memory_limit must be 0 (available memory) or positive, got ",
            options.vae_memory_limit);
+  SD_CHECK(options.memory_limit >= -1, "memory_limit must be -1 (no check), 0 (available memory) or positive, got ",
+           options.memory_limit);
+  SD_CHECK(options.prepack_max_pixels >= -1, "prepack_max_pixels must be -1 (libsd's choice), 0 (off) or positive, got ",
+           options.prepack_max_pixels);
   const ExecutionSettings execution = execution_settings(options);
   ExecutionScope scope(execution);
   c10::InferenceMode inference;
@@ -347,7 +396,10 @@ ResolvedRequest resolve_request(const GenerateOptions& o, const ModelInfo& info)
 
 }  // namespace
 
-GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) {
+// A function-try-block: out-of-memory anywhere in a generation becomes one sd::Error line, after
+// every tensor of the failed call (and its execution settings) is released, so the pipeline serves
+// the next call as if this one had not happened.
+GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) try {
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
   Impl& s = *impl_;
@@ -359,9 +411,14 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   const ResolvedRequest request = resolve_request(options, info);
   SD_CHECK(options.steps >= 1, "steps must be at least 1, got ", options.steps);
   SD_CHECK(options.batch >= 1, "batch must be at least 1, got ", options.batch);
-  SD_CHECK(std::isfinite(options.guidance_scale), "guidance scale must be a finite number, got ", options.guidance_scale);
+  SD_CHECK(std::isfinite(options.guidance_scale) && options.guidance_scale >= 0.0,
+           "guidance scale must be a finite number >= 0 (<= 1: no guidance), got ", options.guidance_scale);
   SD_CHECK(std::isfinite(options.eta) && options.eta >= 0.0 && options.eta <= 1.0, "eta must be in [0, 1], got ",
            options.eta);
+  SD_CHECK(options.steps <= s.parts.scheduler_config.num_train_timesteps, "steps must be at most the schedule's ",
+           s.parts.scheduler_config.num_train_timesteps, " training steps (num_train_timesteps), got ", options.steps);
+  SD_CHECK(options.clip_skip >= 0, "clip_skip must be 0 (last layer) or positive, got ", options.clip_skip);
+  s.check_memory(options, request.width, request.height);
   const int64_t f = info.vae_scale_factor;
   result.width = request.width;
   result.height = request.height;
@@ -461,6 +518,13 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   }
   result.timings.total_s = s.seconds_since(total_start);
   return result;
+} catch (const std::exception& e) {
+  if (!is_out_of_memory(e)) throw;
+  SD_LOG_DEBUG("out of memory in generate(): ", e.what());
+  SD_FAIL("out of memory generating ", options.width, "x", options.height, " (0: the default size), batch ",
+          options.batch, ": ", first_line(e.what()),
+          " (lower the size or batch, or use attention slicing, VAE tiling or slicing; memory_limit refuses such "
+          "requests up front)");
 }
 
 }  // namespace sd

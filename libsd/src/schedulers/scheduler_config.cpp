@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "models/config_limits.h"
 #include "sd/error.h"
 #include "sd/scheduler.h"
 
@@ -170,8 +171,20 @@ SchedulerConfig SchedulerConfig::from_json_text(const std::string& text, const s
   r.read("interpolation_type", c.interpolation_type);
 
   // Validate what every scheduler relies on, naming the field.
-  SD_CHECK(c.num_train_timesteps >= 2, r.where("num_train_timesteps"), "expected at least 2, got ",
+  SD_CHECK(c.num_train_timesteps >= 2 && c.num_train_timesteps <= limits::kMaxTrainTimesteps,
+           r.where("num_train_timesteps"), "expected 2 to ", limits::kMaxTrainTimesteps, ", got ",
            c.num_train_timesteps);
+  for (const auto& [field, beta] : {std::pair<const char*, double>{"beta_start", c.beta_start}, {"beta_end", c.beta_end}}) {
+    SD_CHECK(std::isfinite(beta) && beta > 0 && beta < 1, r.where(field), "expected a number in (0, 1), got ", beta);
+  }
+  for (size_t i = 0; i < c.trained_betas.size(); ++i) {
+    SD_CHECK(std::isfinite(c.trained_betas[i]) && c.trained_betas[i] >= 0 && c.trained_betas[i] < 1,
+             r.where("trained_betas"), "entry ", i, " = ", c.trained_betas[i], " is outside [0, 1)");
+  }
+  SD_CHECK(c.steps_offset >= 0 && c.steps_offset < c.num_train_timesteps, r.where("steps_offset"), "expected 0 to ",
+           c.num_train_timesteps - 1, ", got ", c.steps_offset);
+  SD_CHECK(std::isfinite(c.clip_sample_range) && c.clip_sample_range > 0, r.where("clip_sample_range"),
+           "expected a positive finite number, got ", c.clip_sample_range);
   SD_CHECK(c.beta_schedule == "linear" || c.beta_schedule == "scaled_linear" || c.beta_schedule == "squaredcos_cap_v2",
            r.where("beta_schedule"), "expected one of linear, scaled_linear, squaredcos_cap_v2, got '",
            c.beta_schedule, "'");
