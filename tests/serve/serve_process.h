@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -39,8 +40,13 @@ class ServeProcess {
   // `args` after `sd serve --host 127.0.0.1 --port 0`. Waits up to `start_timeout` for the port.
   explicit ServeProcess(const std::vector<std::string>& args, const std::string& name = "server",
                         std::chrono::seconds start_timeout = std::chrono::seconds(120)) {
-    out_ = temp_dir() / (name + ".out");
-    err_ = temp_dir() / (name + ".err");
+    // A name of its own per server: a file left by an earlier one must not be read as this one's.
+    static int started = 0;
+    const std::string stem = name + "-" + std::to_string(++started);
+    out_ = temp_dir() / (stem + ".out");
+    err_ = temp_dir() / (stem + ".err");
+    std::fflush(stdout);  // or the child would print the parent's buffered output again
+    std::fflush(stderr);
     pid_ = ::fork();
     if (pid_ == 0) {
       std::vector<std::string> argv{LIBSD_BINARY_DIR "/tools/sd", "serve", "--host", "127.0.0.1", "--port", "0"};

@@ -46,22 +46,24 @@ TEST_CASE("generate_batch gives each item the image it gets alone", "[serve][bat
   opt.steps = 3;
   SECTION("deterministic scheduler (the model's PNDM), with guidance") {
     const Difference d = compare_with_alone(pipe, items, opt);
-    INFO("max |batched - alone|: latents " << d.latents << ", images " << d.images);
-    // Batched kernels may round differently from batch 1; the tolerance is the project's float32 floor.
+    WARN("max |batched - alone|: latents " << d.latents << ", images " << d.images << ", PNG bytes equal: " << d.png_equal);
+    // Not bit-exact: oneDNN's and OpenBLAS's kernels round differently for batch 2n than for 2 (measured
+    // on the tiny pipeline, with or without channels-last and prepacking: latents 1.6e-5, images 1.2e-6).
+    // The tolerance is the project's float32 floor.
     CHECK(d.latents <= 1e-4);
     CHECK(d.images <= 1e-4);
   }
   SECTION("stochastic scheduler (Euler ancestral): each item's step noise from its own seed") {
     opt.scheduler = sd::SchedulerKind::kEulerAncestral;
     const Difference d = compare_with_alone(pipe, items, opt);
-    INFO("max |batched - alone|: latents " << d.latents << ", images " << d.images);
+    WARN("max |batched - alone|: latents " << d.latents << ", images " << d.images << ", PNG bytes equal: " << d.png_equal);
     CHECK(d.latents <= 1e-4);
     CHECK(d.images <= 1e-4);
   }
   SECTION("without guidance") {
     opt.guidance_scale = 1.0;
     const Difference d = compare_with_alone(pipe, items, opt);
-    INFO("max |batched - alone|: latents " << d.latents << ", images " << d.images);
+    WARN("max |batched - alone|: latents " << d.latents << ", images " << d.images << ", PNG bytes equal: " << d.png_equal);
     CHECK(d.latents <= 1e-4);
     CHECK(d.images <= 1e-4);
   }

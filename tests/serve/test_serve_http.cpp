@@ -258,10 +258,25 @@ TEST_CASE("sd serve: concurrent compatible requests run batched, each with its o
   const double batches = metric(metrics, "sd_batches_total"), jobs = metric(metrics, "sd_batched_jobs_total");
   CHECK(jobs == 4);
   CHECK(batches < jobs);  // at least two requests shared a generation
-  for (int i = 0; i < 4; ++i) {
+  // The batch rounds differently from batch 1 (test_batch_parity.cpp: ~1e-6 in [0, 1]): an 8-bit
+  // level may flip where a value sits on a rounding boundary, never more.
+  for (size_t i = 0; i < 4; ++i) {
     INFO("request " << i);
-    CHECK(together[static_cast<size_t>(i)] != "failed");
-    CHECK(together[static_cast<size_t>(i)] == alone[static_cast<size_t>(i)]);
+    REQUIRE(together[i] != "failed");
+    REQUIRE(alone[i] != "failed");
+    const sd::Image a = png_of(alone[i]), b = png_of(together[i]);
+    REQUIRE(a.rgb.size() == b.rgb.size());
+    int max_level = 0;
+    size_t differing = 0;
+    for (size_t k = 0; k < a.rgb.size(); ++k) {
+      const int d = std::abs(int(a.rgb[k]) - int(b.rgb[k]));
+      max_level = std::max(max_level, d);
+      differing += d != 0;
+    }
+    WARN("request " << i << ": batched vs alone: " << differing << " of " << a.rgb.size()
+                    << " bytes differ, by at most " << max_level << " level(s)");
+    CHECK(max_level <= 1);
+    CHECK(differing * 100 <= a.rgb.size());  // under 1 %
   }
   CHECK(server.stop(SIGTERM, std::chrono::seconds(30)) == 0);
 }
