@@ -78,11 +78,22 @@ with Processes() as procs:
             with lock:
                 answers.setdefault(i, []).append((status, raw))
                 done[0] += 1
-                if done[0] == KILL_AFTER and not killed.is_set():
-                    os.killpg(backend_a.pid, signal.SIGKILL)  # the backend dies with requests in flight
-                    killed.set()
+
+    def killer():
+        # After KILL_AFTER answers, kill backend A while it is generating: a request is in flight there.
+        deadline = time.time() + 120
+        while time.time() < deadline and done[0] < KILL_AFTER:
+            time.sleep(0.02)
+        while time.time() < deadline:
+            status, raw = http("GET", f"http://127.0.0.1:{a}/metrics", timeout=2)
+            if status == 200 and b"\nsd_running 1" in raw:
+                break
+            time.sleep(0.005)
+        os.killpg(backend_a.pid, signal.SIGKILL)
+        killed.set()
 
     threads = [threading.Thread(target=client, args=(range(c, REQUESTS, CLIENTS),)) for c in range(CLIENTS)]
+    threads.append(threading.Thread(target=killer))
     start = time.time()
     for t in threads:
         t.start()
@@ -112,10 +123,15 @@ with Processes() as procs:
         posts = [line for line in f if "POST /v1/images/generations" in line]
     if len(posts) != REQUESTS:
         problems.append(f"nginx logged {len(posts)} requests, expected {REQUESTS}")
+    # nginx saw the dead backend fail a request and passed it on (an "upstream" error in its log).
+    upstream_errors = sum("upstream" in line for line in open(os.path.join(work, "error.log")))
+    if upstream_errors == 0:
+        problems.append("no request failed on the killed backend: the retry was not exercised")
     served_b = open(os.path.join(work, "b.log")).read().count("POST /v1/images/generations 200")
     if problems:
         fail("; ".join(problems) + f"\nnginx errors: {open(os.path.join(work, 'error.log')).read()[-2000:]}")
     if backend_b.poll() is not None:
         fail("backend B died")
     print(f"PASS: {REQUESTS} requests, {REQUESTS} answers in {time.time() - start:.1f} s; backend A killed after "
-          f"{KILL_AFTER}; backend B served {served_b}")
+          f"{KILL_AFTER} answers while generating; nginx logged {upstream_errors} upstream error(s); "
+          f"backend B served {served_b}")
