@@ -55,9 +55,9 @@ class Processes:
         return False
 
 
-def start_server(procs, sd, model, port, log_path, extra=()):
+def start_server(procs, sd, model, port, log_path, extra=(), threads=1):
     child = procs.start([sd, "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port),
-                         "--threads", "1", *extra], log_path)
+                         "--threads", str(threads), *extra], log_path)
     wait_healthy(f"http://127.0.0.1:{port}", child, log_path)
     return child
 

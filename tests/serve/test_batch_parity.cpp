@@ -1,8 +1,10 @@
 // Pipeline::generate_batch: each item's image is the one generate() makes for it alone.
-#include <catch2/catch.hpp>
+// LibTorch before Catch: glog's CHECK must not replace Catch's.
 #include <torch/torch.h>
 
 #include "sd/pipeline.h"
+
+#include <catch2/catch.hpp>
 
 namespace {
 
