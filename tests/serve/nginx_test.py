@@ -119,8 +119,14 @@ with Processes() as procs:
         elif base64.b64decode(data[0]["b64_json"])[:4] != b"\x89PNG":
             problems.append(f"request {i}: not a PNG")
     # Each client request appears once in nginx's access log: nginx retried upstream, not the client.
-    with open(os.path.join(work, "access.log")) as f:
-        posts = [line for line in f if "POST /v1/images/generations" in line]
+    # nginx writes a request's line just after the client has its answer: give it a moment.
+    deadline = time.time() + 5
+    while True:
+        with open(os.path.join(work, "access.log")) as f:
+            posts = [line for line in f if "POST /v1/images/generations" in line]
+        if len(posts) >= REQUESTS or time.time() > deadline:
+            break
+        time.sleep(0.1)
     if len(posts) != REQUESTS:
         problems.append(f"nginx logged {len(posts)} requests, expected {REQUESTS}")
     # nginx saw the dead backend fail a request and passed it on (an "upstream" error in its log).

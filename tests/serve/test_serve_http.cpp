@@ -205,7 +205,7 @@ TEST_CASE("sd serve: jobs, their event stream, cancelling, a full queue", "[serv
   REQUIRE(slow);
   REQUIRE(slow->status == 202);
   const std::string slow_id = json::parse(slow->body)["id"];
-  for (int i = 0; i < 50 && json::parse(c.Get(("/v1/jobs/" + slow_id).c_str())->body)["status"] != "running"; ++i) {
+  for (int i = 0; i < 400 && json::parse(c.Get(("/v1/jobs/" + slow_id).c_str())->body)["status"] != "running"; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   for (int i = 0; i < 2; ++i) {
@@ -291,7 +291,15 @@ TEST_CASE("sd serve: SIGTERM finishes the running job, refuses new ones, exits 0
     auto res = post(c, "/v1/images/generations", {{"prompt", "last one"}, {"size", "64x64"}, {"steps", 20}});
     return res ? res->status : -1;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  {
+    // SIGTERM while the job runs (up to 20 s for it to start on a loaded machine).
+    auto watcher = client(server);
+    for (int i = 0; i < 400; ++i) {
+      auto m = watcher.Get("/metrics");
+      if (m && metric(m->body, "sd_running") == 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
   ::kill(server.pid(), SIGTERM);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto c = client(server);
