@@ -81,6 +81,7 @@ with Processes() as procs:
         history = call("POST", s + "/execute/sync", {"script": "return document.querySelectorAll('#history img').length", "args": []})
         if history != 1:
             fail(f"the page's last results hold {history} images, expected 1")
+        shutil.rmtree(work, ignore_errors=True)  # kept on failure, for its logs
         print(f"PASS: the page made a {width}x{height} PNG")
     finally:
         http("DELETE", wd + s, timeout=20)

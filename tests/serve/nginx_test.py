@@ -138,6 +138,7 @@ with Processes() as procs:
         fail("; ".join(problems) + f"\nnginx errors: {open(os.path.join(work, 'error.log')).read()[-2000:]}")
     if backend_b.poll() is not None:
         fail("backend B died")
+    shutil.rmtree(work, ignore_errors=True)  # kept on failure, for its logs
     print(f"PASS: {REQUESTS} requests, {REQUESTS} answers in {time.time() - start:.1f} s; backend A killed after "
           f"{KILL_AFTER} answers while generating; nginx logged {upstream_errors} upstream error(s); "
           f"backend B served {served_b}")

@@ -309,7 +309,7 @@ TEST_CASE("sd serve: SIGTERM finishes the running job, refuses new ones, exits 0
   CHECK(server.stop(SIGTERM, std::chrono::seconds(30)) == 0);
 }
 
-TEST_CASE("sd serve: image-to-image through /v1/generate", "[serve][cli][parity]") {
+TEST_CASE("sd serve: image-to-image through /v1/generate; a request the pipeline refuses fails alone", "[serve][cli][parity]") {
   ServeProcess server({"--model", serve_test::tiny_model(), "--threads", "2"});
   REQUIRE(server.port() > 0);
   auto c = client(server);
@@ -337,6 +337,22 @@ TEST_CASE("sd serve: image-to-image through /v1/generate", "[serve][cli][parity]
   REQUIRE(bad);
   CHECK(bad->status == 422);
   CHECK(json::parse(bad->body)["error"]["param"] == "init_image");
+  // A request the pipeline itself refuses (an init image smaller than the VAE's factor) fails alone,
+  // with the library's message; the server goes on.
+  sd::Image dot;
+  dot.width = dot.height = 1;
+  dot.rgb = {10, 20, 30};
+  sd::write_png(serve_test::temp_dir() / "dot.png", dot);
+  auto failing = post(c, "/v1/generate?wait=1",
+                      {{"prompt", "x"}, {"init_image", sd_serve::base64_encode(serve_test::slurp_binary(serve_test::temp_dir() / "dot.png"))},
+                       {"steps", 2}});
+  REQUIRE(failing);
+  INFO(failing->body);
+  CHECK(failing->status == 500);
+  CHECK(json::parse(failing->body)["error"]["message"].get<std::string>().find("smaller than") != std::string::npos);
+  auto after = post(c, "/v1/images/generations", {{"prompt", "still here"}, {"size", "64x64"}, {"steps", 1}});
+  REQUIRE(after);
+  CHECK(after->status == 200);
   auto strength_alone = post(c, "/v1/generate", {{"prompt", "x"}, {"strength", 0.5}});
   REQUIRE(strength_alone);
   CHECK(json::parse(strength_alone->body)["error"]["param"] == "strength");
