@@ -323,13 +323,16 @@ TEST_CASE("sd serve: image-to-image through /v1/generate; a request the pipeline
   const std::string png = serve_test::slurp_binary(path);
   auto res = post(c, "/v1/generate?wait=1",
                   {{"prompt", "a painting"}, {"init_image", sd_serve::base64_encode(png)}, {"strength", 0.5},
-                   {"steps", 4}, {"seed", 3}, {"scheduler", "ddim"}});
+                   {"steps", 4}, {"seed", 3}, {"scheduler", "ddim"}, {"n", 2}});
   REQUIRE(res);
   INFO(res->body.substr(0, 300));
   REQUIRE(res->status == 200);
   const json job = json::parse(res->body);
   CHECK(job["status"] == "done");
-  CHECK(job["steps"] == 2);  // int(4 * 0.5) DDIM steps run from the image
+  CHECK(job["steps"] == 4);  // int(4 * 0.5) DDIM steps run from the image, for each of the 2 images
+  REQUIRE(job["images"].size() == 2);
+  CHECK(job["seeds"] == json::array({3, 4}));
+  CHECK(job["images"][0] != job["images"][1]);  // image i from seed 3 + i
   const sd::Image out = png_of(job["images"][0]);
   CHECK(out.width == 64);  // the init image's own size
   CHECK(out.height == 48);

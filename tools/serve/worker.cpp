@@ -100,32 +100,38 @@ void Worker::run(const std::vector<std::shared_ptr<Job>>& jobs) {
   }
 }
 
+// Image-to-image and inpainting: one generation per image, image i with seed + i, as for batched
+// text-to-image (so a request's "seeds" mean the same everywhere).
 void Worker::run_alone(const std::shared_ptr<Job>& job) {
   const JobRequest& r = job->request;
   job->set_running(r.steps);
   sd::GenerateOptions opt = options_of(r);
   opt.negative_prompt = r.negative_prompt;
-  opt.seed = r.seed;
-  opt.batch = r.n;
   opt.init_image = r.init_image;
   opt.mask = r.mask;
   opt.strength = r.strength;
-  opt.on_step = [&](const sd::StepInfo& step) {
-    job->set_step(step.index + 1, step.count);
-    return job->cancel_requested || cancel_all_ ? sd::StepAction::kStop : sd::StepAction::kContinue;
-  };
+  std::vector<std::string> pngs;
+  int width = 0, height = 0;
   try {
-    sd::GenerateResult result = pipeline_.generate(r.prompt, opt);
-    metrics_.count_batch(1);
-    metrics_.count_unet_evaluations(static_cast<int64_t>(result.timings.unet_s.size()));
-    if (result.stopped || job->cancel_requested) {
-      job->set_cancelled();
-      return;
+    for (int i = 0; i < r.n; ++i) {
+      opt.seed = r.seed + static_cast<uint64_t>(i);
+      opt.on_step = [&](const sd::StepInfo& step) {
+        job->set_step(i * step.count + step.index + 1, r.n * step.count);
+        return job->cancel_requested || cancel_all_ ? sd::StepAction::kStop : sd::StepAction::kContinue;
+      };
+      sd::GenerateResult result = pipeline_.generate(r.prompt, opt);
+      metrics_.count_batch(1);
+      metrics_.count_unet_evaluations(static_cast<int64_t>(result.timings.unet_s.size()));
+      if (result.stopped || job->cancel_requested) {
+        job->set_cancelled();
+        return;
+      }
+      pngs.push_back(encode_png(result.images.at(0)));
+      width = result.width;
+      height = result.height;
     }
-    std::vector<std::string> pngs;
-    for (const auto& image : result.images) pngs.push_back(encode_png(image));
     metrics_.count_images(static_cast<int64_t>(pngs.size()));
-    job->set_done(std::move(pngs), result.width, result.height);
+    job->set_done(std::move(pngs), width, height);
   } catch (const std::exception& e) {
     metrics_.count_error("generation");
     job->set_failed(first_line(e));
