@@ -309,7 +309,7 @@ TEST_CASE("sd serve: SIGTERM finishes the running job, refuses new ones, exits 0
   CHECK(server.stop(SIGTERM, std::chrono::seconds(30)) == 0);
 }
 
-TEST_CASE("sd serve: image-to-image through /v1/generate; a request the pipeline refuses fails alone", "[serve][cli][parity]") {
+TEST_CASE("sd serve: image-to-image through /v1/generate and a request the pipeline refuses fails alone", "[serve][cli][parity]") {
   ServeProcess server({"--model", serve_test::tiny_model(), "--threads", "2"});
   REQUIRE(server.port() > 0);
   auto c = client(server);
