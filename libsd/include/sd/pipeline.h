@@ -190,7 +190,7 @@ class SD_API Pipeline {
   // Several text-to-image requests as one batched generation, as diffusers does with a list of prompts
   // and a list of generators: item i's noise (initial and scheduler) comes from its own generator
   // seeded with items[i].seed, and images[i] is items[i]'s image, the one generate() makes for it
-  // alone (up to the batched kernels' rounding: tests/test_serve_batch.cpp measures it). Every other
+  // alone (up to the batched kernels' rounding: tests/serve/test_batch_parity.cpp measures it). Every other
   // setting comes from `options`, which must leave negative_prompt, seed, batch (1), initial_latents,
   // init_image and mask unset.
   GenerateResult generate_batch(const std::vector<BatchPrompt>& items, const GenerateOptions& options = {});
