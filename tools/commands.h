@@ -19,5 +19,6 @@ using Run = std::function<int()>;
 Run add_generate(CLI::App& app);
 Run add_tokenize(CLI::App& app);
 Run add_inspect(CLI::App& app);
+Run add_serve(CLI::App& app);
 
 }  // namespace sd_cli

@@ -1,4 +1,4 @@
-// sd: generate images, tokenize prompts, inspect checkpoints.
+// sd: generate images, tokenize prompts, inspect checkpoints, serve HTTP.
 // Exit codes: 0 success, 1 runtime error (one line on stderr), 2 bad arguments.
 #include <cstdio>
 #include <exception>
@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   commands.emplace_back(tokenize, sd_cli::add_tokenize(*tokenize));
   auto* inspect = app.add_subcommand("inspect", "describe a model folder or checkpoint file");
   commands.emplace_back(inspect, sd_cli::add_inspect(*inspect));
+  auto* serve = app.add_subcommand("serve", "load a model once and serve HTTP requests (docs/serving.md)");
+  commands.emplace_back(serve, sd_cli::add_serve(*serve));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -163,6 +163,13 @@ struct PromptEmbeddings {
   int truncated_tokens = 0;            // prompt tokens dropped beyond the 77-token limit
 };
 
+// One request of Pipeline::generate_batch: its own prompt, negative prompt and seed.
+struct BatchPrompt {
+  std::string prompt;
+  std::string negative_prompt;
+  uint64_t seed = 0;                   // torch.Generator("cpu").manual_seed(seed), this item's alone
+};
+
 struct ModelInfo {
   std::string source;                  // what was loaded: folder, file or "random:..."
   std::string format;                  // "diffusers", "single-file", "random"
@@ -184,6 +191,14 @@ class SD_API Pipeline {
   static Pipeline load(const std::string& model, const LoadOptions& options = {});
 
   GenerateResult generate(const std::string& prompt, const GenerateOptions& options = {});
+
+  // Several text-to-image requests as one batched generation, as diffusers does with a list of prompts
+  // and a list of generators: item i's noise (initial and scheduler) comes from its own generator
+  // seeded with items[i].seed, and images[i] is items[i]'s image, the one generate() makes for it
+  // alone (up to the batched kernels' rounding: tests/serve/test_batch_parity.cpp measures it). Every other
+  // setting comes from `options`, which must leave negative_prompt, seed, batch (1), initial_latents,
+  // init_image and mask unset.
+  GenerateResult generate_batch(const std::vector<BatchPrompt>& items, const GenerateOptions& options = {});
 
   // Stages, for tools and benchmarks.
   // The UNet's conditioning for `batch` images of one prompt: with guidance [2*batch, 77, D] =

@@ -527,4 +527,106 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
           "requests up front)");
 }
 
+
+// generate() for several prompts at once. Kept apart from generate() so that its single-request
+// path stays as it is; what differs is only per item: the text encoder runs on each item's
+// [negative, prompt] pair as generate() would (same batch of 2, same kernels), and each item's noise
+// is drawn from its own generator in generate()'s order, then concatenated.
+GenerateResult Pipeline::generate_batch(const std::vector<BatchPrompt>& items, const GenerateOptions& options) {
+  c10::InferenceMode inference;
+  ExecutionScope scope(impl_->execution);
+  Impl& s = *impl_;
+  const ModelInfo& info = s.parts.info;
+  const auto total_start = Clock::now();
+  SD_CHECK(!items.empty(), "generate_batch: no prompts given");
+  SD_CHECK(options.batch == 1, "generate_batch: options.batch must be 1 (one image per item), got ", options.batch);
+  SD_CHECK(options.negative_prompt.empty(), "generate_batch: give negative prompts per item, not in options");
+  SD_CHECK(options.seed == 0, "generate_batch: give seeds per item, not in options");
+  SD_CHECK(!options.initial_latents.defined() && !options.init_image && !options.mask && !options.strength,
+           "generate_batch: text-to-image only (no initial latents, init image, mask or strength)");
+  const ResolvedRequest request = resolve_request(options, info);
+  SD_CHECK(options.steps >= 1, "steps must be at least 1, got ", options.steps);
+  SD_CHECK(std::isfinite(options.guidance_scale), "guidance scale must be a finite number, got ", options.guidance_scale);
+  SD_CHECK(std::isfinite(options.eta) && options.eta >= 0.0 && options.eta <= 1.0, "eta must be in [0, 1], got ",
+           options.eta);
+  const int64_t n = static_cast<int64_t>(items.size());
+  const int64_t f = info.vae_scale_factor;
+  GenerateResult result;
+  result.width = request.width;
+  result.height = request.height;
+  const std::vector<int64_t> item_shape{1, info.latent_channels, request.height / f, request.width / f};
+
+  const SchedulerKind kind = options.scheduler ? *options.scheduler : scheduler_kind_from_config(s.parts.scheduler_config);
+  SchedulerOptions scheduler_options;
+  scheduler_options.eta = options.eta;
+  auto scheduler = make_scheduler(kind, s.parts.scheduler_config, scheduler_options);
+  scheduler->set_timesteps(options.steps);
+  const auto timesteps = scheduler->timesteps();
+  result.timesteps = timesteps;
+
+  // [negatives..., prompts...]: the [uncond, cond] halves predict_noise splits.
+  const bool guidance = options.guidance_scale > 1.0;
+  auto stage_start = Clock::now();
+  std::vector<torch::Tensor> negatives, positives;
+  for (const BatchPrompt& item : items) {
+    const PromptEmbeddings one = encode_prompt(item.prompt, item.negative_prompt, 1, guidance, options.clip_skip);
+    result.truncated_tokens = std::max(result.truncated_tokens, one.truncated_tokens);
+    if (guidance) negatives.push_back(one.embeddings.narrow(0, 0, 1));
+    positives.push_back(one.embeddings.narrow(0, guidance ? 1 : 0, 1));
+  }
+  PromptEmbeddings embeddings;
+  embeddings.batch = static_cast<int>(n);
+  embeddings.guided = guidance;
+  negatives.insert(negatives.end(), positives.begin(), positives.end());
+  embeddings.embeddings = torch::cat(negatives);
+  result.timings.text_encoder_s = s.seconds_since(stage_start);
+
+  std::vector<at::Generator> generators;
+  std::vector<torch::Tensor> noise;
+  for (const BatchPrompt& item : items) {
+    generators.push_back(at::detail::createCPUGenerator(item.seed));
+    noise.push_back(torch::randn(item_shape, generators.back(), torch::TensorOptions().dtype(torch::kFloat)));
+  }
+  torch::Tensor latents = torch::cat(noise).to(s.device) * scheduler->init_noise_sigma();
+  result.init_latents = latents;
+
+  const int count = static_cast<int>(timesteps.size(0));
+  const auto denoise_start = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    const auto t = timesteps[i];
+    auto unet_start = Clock::now();
+    auto scaled = scheduler->scale_model_input(latents, i);
+    auto noise_pred = predict_noise(scaled, t, embeddings, options.guidance_scale);
+    result.timings.unet_s.push_back(s.seconds_since(unet_start));
+    auto step_start = Clock::now();
+    StepNoise step_noise;
+    if (scheduler->needs_noise()) {
+      // Each item's step noise from its own generator, as its own generate() would draw it.
+      std::vector<torch::Tensor> drawn;
+      for (auto& g : generators) drawn.push_back(torch::randn(item_shape, g, torch::TensorOptions().dtype(torch::kFloat)));
+      step_noise.noise = torch::cat(drawn);
+    }
+    latents = scheduler->step(noise_pred, i, latents, step_noise);
+    result.timings.scheduler_s.push_back(s.seconds_since(step_start));
+    if (options.keep_step_latents) result.step_latents.push_back(latents.to(torch::kCPU));
+    if (options.on_step) {
+      StepInfo step{i, count, t.item<double>(), latents};
+      if (options.on_step(step) == StepAction::kStop) {
+        result.stopped = true;
+        break;
+      }
+    }
+  }
+  result.timings.denoise_s = s.seconds_since(denoise_start);
+  result.latents = latents;
+  if (options.decode) {
+    stage_start = Clock::now();
+    result.images01 = decode(latents);
+    result.timings.decode_s = s.seconds_since(stage_start);
+    result.images = to_images(result.images01);
+  }
+  result.timings.total_s = s.seconds_since(total_start);
+  return result;
+}
+
 }  // namespace sd
