@@ -94,6 +94,9 @@ struct Pipeline::Impl {
     sync();
     return std::chrono::duration<double>(Clock::now() - start).count();
   }
+  // generate() and generate_batch(): one prompt (its `batch` images from one generator), or several
+  // text-to-image items, each item's noise from its own generator, concatenated in item order.
+  GenerateResult run(Pipeline& self, const std::vector<BatchPrompt>& items, const GenerateOptions& options);
   torch::Tensor model_input(const torch::Tensor& x) const { return x.to(device, dtype).contiguous(memory_format); }
 
   // Whether the VAE tiles this decode (latents) or encode (image) shape: LoadOptions::vae_tiling.
@@ -399,10 +402,11 @@ ResolvedRequest resolve_request(const GenerateOptions& o, const ModelInfo& info)
 // A function-try-block: out-of-memory anywhere in a generation becomes one sd::Error line, after
 // every tensor of the failed call (and its execution settings) is released, so the pipeline serves
 // the next call as if this one had not happened.
-GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) try {
+GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt>& items,
+                                   const GenerateOptions& options) try {
   c10::InferenceMode inference;
-  ExecutionScope scope(impl_->execution);
-  Impl& s = *impl_;
+  ExecutionScope scope(execution);
+  Impl& s = *this;
   const ModelInfo& info = s.parts.info;
   const auto total_start = Clock::now();
   GenerateResult result;
@@ -422,7 +426,12 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   const int64_t f = info.vae_scale_factor;
   result.width = request.width;
   result.height = request.height;
-  const std::vector<int64_t> latent_shape{options.batch, info.latent_channels, request.height / f, request.width / f};
+  const int64_t n = static_cast<int64_t>(items.size());
+  SD_CHECK(n >= 1, "no prompts given");
+  SD_CHECK(n == 1 || (!options.initial_latents.defined() && !options.init_image),
+           "several prompts at once: text-to-image only (no initial latents or init image)");
+  const std::vector<int64_t> item_shape{options.batch, info.latent_channels, request.height / f, request.width / f};
+  const std::vector<int64_t> latent_shape{n * options.batch, item_shape[1], item_shape[2], item_shape[3]};
 
   // 2. A fresh scheduler (PNDM keeps history between steps). Image-to-image runs the schedule's
   //    tail: the last int(steps * strength) inference steps (diffusers' get_timesteps).
@@ -448,19 +457,46 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   // 3. Prompt embeddings (tokenizing is part of the text-encoder time: it is negligible).
   const bool guidance = options.guidance_scale > 1.0;
   auto stage_start = Clock::now();
-  const PromptEmbeddings embeddings = encode_prompt(prompt, options.negative_prompt, options.batch, guidance,
-                                                    options.clip_skip);
+  PromptEmbeddings embeddings;
+  if (n == 1) {
+    embeddings = self.encode_prompt(items[0].prompt, items[0].negative_prompt, options.batch, guidance,
+                                    options.clip_skip);
+  } else {
+    // Each item encoded as it would be alone (same text-encoder batch, same kernels), then laid out
+    // [negatives..., prompts...]: the [uncond, cond] halves predict_noise splits.
+    std::vector<torch::Tensor> negatives, positives;
+    for (const BatchPrompt& item : items) {
+      const PromptEmbeddings one =
+          self.encode_prompt(item.prompt, item.negative_prompt, options.batch, guidance, options.clip_skip);
+      embeddings.truncated_tokens = std::max(embeddings.truncated_tokens, one.truncated_tokens);
+      if (guidance) negatives.push_back(one.embeddings.narrow(0, 0, options.batch));
+      positives.push_back(one.embeddings.narrow(0, guidance ? options.batch : 0, options.batch));
+    }
+    negatives.insert(negatives.end(), positives.begin(), positives.end());
+    embeddings.embeddings = torch::cat(negatives);
+    embeddings.batch = static_cast<int>(n * options.batch);
+    embeddings.guided = guidance;
+  }
   result.timings.text_encoder_s = s.seconds_since(stage_start);
   result.truncated_tokens = embeddings.truncated_tokens;
 
   // 4. Initial latents: one CPU generator per generation, seeded like
   //    torch.Generator("cpu").manual_seed(seed); it later feeds the scheduler's noise too.
-  at::Generator generator = at::detail::createCPUGenerator(options.seed);
+  //    With several items, one generator each, drawn in item order.
+  std::vector<at::Generator> generators;
+  for (const BatchPrompt& item : items) generators.push_back(at::detail::createCPUGenerator(item.seed));
+  at::Generator& generator = generators.front();
+  const auto fp32 = torch::TensorOptions().dtype(torch::kFloat);
+  auto draw_noise = [&] {
+    std::vector<torch::Tensor> drawn;
+    for (auto& g : generators) drawn.push_back(torch::randn(item_shape, g, fp32));
+    return n == 1 ? drawn.front() : torch::cat(drawn);
+  };
   torch::Tensor latents;
   ImageStart image_start;
   if (options.init_image) {
     stage_start = Clock::now();
-    image_start = prepare_image_start(*this, options, request.strength, *scheduler, begin, request.width,
+    image_start = prepare_image_start(self, options, request.strength, *scheduler, begin, request.width,
                                       request.height, generator, s.device);
     result.timings.encode_s = s.seconds_since(stage_start);
     latents = image_start.latents;
@@ -470,7 +506,7 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
                c10::IntArrayRef(latent_shape), ", got ", options.initial_latents.sizes());
       latents = options.initial_latents.to(s.device, torch::kFloat);
     } else {
-      latents = torch::randn(latent_shape, generator, torch::TensorOptions().dtype(torch::kFloat)).to(s.device);
+      latents = draw_noise().to(s.device);
     }
     latents = latents * scheduler->init_noise_sigma();
   }
@@ -478,7 +514,7 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
 
   // 5. Denoising loop (i counts the steps run; the scheduler's index is begin + i).
   StepNoise step_noise;
-  step_noise.generator = &generator;
+  if (n == 1) step_noise.generator = &generator;
   const int count = static_cast<int>(timesteps.size(0));
   const auto denoise_start = Clock::now();
   for (int i = 0; i < count; ++i) {
@@ -486,9 +522,11 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
     const auto t = timesteps[i];
     auto unet_start = Clock::now();
     auto scaled = scheduler->scale_model_input(latents, index);
-    auto noise_pred = predict_noise(scaled, t, embeddings, options.guidance_scale, image_start.conditioning);
+    auto noise_pred = self.predict_noise(scaled, t, embeddings, options.guidance_scale, image_start.conditioning);
     result.timings.unet_s.push_back(s.seconds_since(unet_start));
     auto step_start = Clock::now();
+    // Several items: each item's step noise from its own generator, as its own generate() draws it.
+    if (n > 1 && scheduler->needs_noise()) step_noise.noise = draw_noise();
     latents = scheduler->step(noise_pred, index, latents, step_noise);
     if (image_start.image_latents.defined()) {
       // Inpainting with an ordinary UNet: outside the mask, the original at the next step's noise level.
@@ -512,7 +550,7 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
   // 6. Decode.
   if (options.decode) {
     stage_start = Clock::now();
-    result.images01 = decode(latents);
+    result.images01 = self.decode(latents);
     result.timings.decode_s = s.seconds_since(stage_start);
     result.images = to_images(result.images01);
   }
@@ -528,105 +566,18 @@ GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptio
 }
 
 
-// generate() for several prompts at once. Kept apart from generate() so that its single-request
-// path stays as it is; what differs is only per item: the text encoder runs on each item's
-// [negative, prompt] pair as generate() would (same batch of 2, same kernels), and each item's noise
-// is drawn from its own generator in generate()'s order, then concatenated.
+GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) {
+  return impl_->run(*this, {BatchPrompt{prompt, options.negative_prompt, options.seed}}, options);
+}
+
 GenerateResult Pipeline::generate_batch(const std::vector<BatchPrompt>& items, const GenerateOptions& options) {
-  c10::InferenceMode inference;
-  ExecutionScope scope(impl_->execution);
-  Impl& s = *impl_;
-  const ModelInfo& info = s.parts.info;
-  const auto total_start = Clock::now();
   SD_CHECK(!items.empty(), "generate_batch: no prompts given");
   SD_CHECK(options.batch == 1, "generate_batch: options.batch must be 1 (one image per item), got ", options.batch);
   SD_CHECK(options.negative_prompt.empty(), "generate_batch: give negative prompts per item, not in options");
   SD_CHECK(options.seed == 0, "generate_batch: give seeds per item, not in options");
   SD_CHECK(!options.initial_latents.defined() && !options.init_image && !options.mask && !options.strength,
            "generate_batch: text-to-image only (no initial latents, init image, mask or strength)");
-  const ResolvedRequest request = resolve_request(options, info);
-  SD_CHECK(options.steps >= 1, "steps must be at least 1, got ", options.steps);
-  SD_CHECK(std::isfinite(options.guidance_scale), "guidance scale must be a finite number, got ", options.guidance_scale);
-  SD_CHECK(std::isfinite(options.eta) && options.eta >= 0.0 && options.eta <= 1.0, "eta must be in [0, 1], got ",
-           options.eta);
-  const int64_t n = static_cast<int64_t>(items.size());
-  const int64_t f = info.vae_scale_factor;
-  GenerateResult result;
-  result.width = request.width;
-  result.height = request.height;
-  const std::vector<int64_t> item_shape{1, info.latent_channels, request.height / f, request.width / f};
-
-  const SchedulerKind kind = options.scheduler ? *options.scheduler : scheduler_kind_from_config(s.parts.scheduler_config);
-  SchedulerOptions scheduler_options;
-  scheduler_options.eta = options.eta;
-  auto scheduler = make_scheduler(kind, s.parts.scheduler_config, scheduler_options);
-  scheduler->set_timesteps(options.steps);
-  const auto timesteps = scheduler->timesteps();
-  result.timesteps = timesteps;
-
-  // [negatives..., prompts...]: the [uncond, cond] halves predict_noise splits.
-  const bool guidance = options.guidance_scale > 1.0;
-  auto stage_start = Clock::now();
-  std::vector<torch::Tensor> negatives, positives;
-  for (const BatchPrompt& item : items) {
-    const PromptEmbeddings one = encode_prompt(item.prompt, item.negative_prompt, 1, guidance, options.clip_skip);
-    result.truncated_tokens = std::max(result.truncated_tokens, one.truncated_tokens);
-    if (guidance) negatives.push_back(one.embeddings.narrow(0, 0, 1));
-    positives.push_back(one.embeddings.narrow(0, guidance ? 1 : 0, 1));
-  }
-  PromptEmbeddings embeddings;
-  embeddings.batch = static_cast<int>(n);
-  embeddings.guided = guidance;
-  negatives.insert(negatives.end(), positives.begin(), positives.end());
-  embeddings.embeddings = torch::cat(negatives);
-  result.timings.text_encoder_s = s.seconds_since(stage_start);
-
-  std::vector<at::Generator> generators;
-  std::vector<torch::Tensor> noise;
-  for (const BatchPrompt& item : items) {
-    generators.push_back(at::detail::createCPUGenerator(item.seed));
-    noise.push_back(torch::randn(item_shape, generators.back(), torch::TensorOptions().dtype(torch::kFloat)));
-  }
-  torch::Tensor latents = torch::cat(noise).to(s.device) * scheduler->init_noise_sigma();
-  result.init_latents = latents;
-
-  const int count = static_cast<int>(timesteps.size(0));
-  const auto denoise_start = Clock::now();
-  for (int i = 0; i < count; ++i) {
-    const auto t = timesteps[i];
-    auto unet_start = Clock::now();
-    auto scaled = scheduler->scale_model_input(latents, i);
-    auto noise_pred = predict_noise(scaled, t, embeddings, options.guidance_scale);
-    result.timings.unet_s.push_back(s.seconds_since(unet_start));
-    auto step_start = Clock::now();
-    StepNoise step_noise;
-    if (scheduler->needs_noise()) {
-      // Each item's step noise from its own generator, as its own generate() would draw it.
-      std::vector<torch::Tensor> drawn;
-      for (auto& g : generators) drawn.push_back(torch::randn(item_shape, g, torch::TensorOptions().dtype(torch::kFloat)));
-      step_noise.noise = torch::cat(drawn);
-    }
-    latents = scheduler->step(noise_pred, i, latents, step_noise);
-    result.timings.scheduler_s.push_back(s.seconds_since(step_start));
-    if (options.keep_step_latents) result.step_latents.push_back(latents.to(torch::kCPU));
-    if (options.on_step) {
-      StepInfo step{i, count, t.item<double>(), latents};
-      if (options.on_step(step) == StepAction::kStop) {
-        result.stopped = true;
-        break;
-      }
-    }
-  }
-  result.timings.denoise_s = s.seconds_since(denoise_start);
-  result.latents = latents;
-  if (options.decode) {
-    stage_start = Clock::now();
-    result.images01 = decode(latents);
-    result.timings.decode_s = s.seconds_since(stage_start);
-    result.images = to_images(result.images01);
-  }
-  result.timings.total_s = s.seconds_since(total_start);
-  return result;
+  return impl_->run(*this, items, options);
 }
 
 }  // namespace sd
