@@ -70,13 +70,6 @@ void check_case(const Outputs& got, const nlohmann::json& c) {
   CHECK(unet.ok);
 }
 
-const nlohmann::json& case_named(const std::string& name) {
-  for (const auto& c : manifest()["cases"]) {
-    if (c["name"] == name) return c;
-  }
-  throw std::runtime_error("no LoRA case " + name);
-}
-
 bool same(const Outputs& a, const Outputs& b) { return torch::equal(a.text, b.text) && torch::equal(a.unet, b.unet); }
 
 fs::path temp_dir() {
@@ -231,7 +224,7 @@ TEST_CASE("LoRA: hostile files give one clear error and leave the pipeline uncha
   }
   // A non-finite scale, and a bad file after a good one: still nothing changes.
   CHECK_THROWS_AS(pipe.set_loras({{data_dir() / "lora_a_kohya.safetensors", std::nan("")}}), sd::Error);
-  CHECK_THROWS_AS(pipe.set_loras({{data_dir() / "lora_a_kohya.safetensors", 1.0}, cases[0].path}), sd::Error);
+  CHECK_THROWS_AS(pipe.set_loras({{data_dir() / "lora_a_kohya.safetensors", 1.0}, {cases[0].path, 1.0}}), sd::Error);
   CHECK(same(outputs_of(pipe), before));
   // At load: the same error, no pipeline.
   sd::LoadOptions bad;

@@ -118,7 +118,9 @@ LoraReport LoraState::set(const std::vector<LoraSpec>& loras, bool lenient, cons
   }
 
   // 2. Back to the base weights where the new LoRAs change nothing, then merge.
-  torch::NoGradGuard no_grad;
+  // The loaded weights are inference tensors (moved to the device under InferenceMode): they can be
+  // changed in place only under it.
+  c10::InferenceMode inference;
   try {
     for (auto it = base_.begin(); it != base_.end();) {
       if (plan.count(it->first) == 0) {
