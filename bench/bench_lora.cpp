@@ -111,6 +111,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads)->capture_default_str();
   app.add_option("--dir", dir, "where the two LoRA files are written")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each result as soon as it is measured
   try {
     const auto a = std::filesystem::path(dir) / ("bench_lora_a_r" + std::to_string(rank) + ".safetensors");
     const auto b = std::filesystem::path(dir) / ("bench_lora_b_r" + std::to_string(rank) + ".safetensors");

@@ -140,10 +140,12 @@ LoraReport LoraState::set(const std::vector<LoraSpec>& loras, bool lenient, cons
       // A copy even when the base is fp32 already: the base must stay as it is.
       torch::Tensor merged = kept->second.base.to(torch::TensorOptions().dtype(torch::kFloat), /*non_blocking=*/false,
                                                   /*copy=*/true, torch::MemoryFormat::Contiguous);
+      // merged += factor * up @ down, in one pass over the weight (no product temporary).
+      auto flat = merged.view({merged.size(0), -1});
       for (const Term& t : p.terms) {
         const auto up = t.up.to(weight.device(), torch::kFloat).flatten(1);
         const auto down = t.down.to(weight.device(), torch::kFloat).flatten(1);
-        merged.add_(torch::mm(up, down).view(merged.sizes()), t.factor);
+        flat.addmm_(up, down, /*beta=*/1.0, /*alpha=*/t.factor);
       }
       weight.copy_(merged);
       drop_packed(kept->second.module);
