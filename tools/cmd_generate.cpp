@@ -35,6 +35,8 @@ struct GenerateArgs {
   bool autocast = false, quiet = false, no_channels_last = false;
   int64_t prepack_max_pixels = -1;
   int64_t attention_slice = 0;
+  std::vector<std::string> loras;  // FILE[:SCALE]
+  bool lora_lenient = false;
 };
 
 // out.png with batch 3 -> out-0.png, out-1.png, out-2.png
@@ -131,6 +133,8 @@ Run add_generate(CLI::App& app) {
                  "available; -1: never refuse)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+  app.add_option("--lora", a->loras, "LoRA FILE[:SCALE] (default scale 1) merged into the UNet and text encoder; repeatable");
+  app.add_flag("--lora-lenient", a->lora_lenient, "skip (and report) LoRA keys that match no layer instead of failing");
   app.add_option("--output,-o", a->output, "PNG to write (batch > 1: out-0.png, out-1.png, ...)")->capture_default_str();
   app.add_flag("--quiet,-q", a->quiet, "no progress bar");
 
@@ -152,6 +156,14 @@ Run add_generate(CLI::App& app) {
     load.vae_memory_limit = a->vae_memory_limit_mib * (int64_t{1} << 20);
     load.vae_tiny = a->vae_tiny;
     load.memory_limit = a->memory_limit_mib > 0 ? a->memory_limit_mib * (int64_t{1} << 20) : a->memory_limit_mib;
+    // LoRA files are hashed before the model loads: a missing file fails in a second.
+    nlohmann::json loras = nlohmann::json::array();
+    for (const std::string& text : a->loras) {
+      sd::LoraSpec spec = sd::parse_lora_spec(text);
+      loras.push_back({{"path", spec.path.string()}, {"sha256", sd::sha256_file_hex(spec.path)}, {"scale", spec.scale}});
+      load.loras.push_back(std::move(spec));
+    }
+    load.lora_lenient = a->lora_lenient;
 
     sd::GenerateOptions opt;
     opt.negative_prompt = a->negative_prompt;
@@ -234,6 +246,11 @@ Run add_generate(CLI::App& app) {
       files.push_back(path.string());
     }
     sidecar["images"] = files;
+    if (!loras.empty()) {
+      sidecar["loras"] = loras;
+      sidecar["lora_skipped_keys"] = pipe.lora_report().skipped;
+      sidecar["timings_s"]["lora_merge"] = pipe.lora_report().seconds;
+    }
     sidecar["truncated_tokens"] = result.truncated_tokens;
     if (opt.init_image) {
       sidecar["mode"] = opt.mask ? "inpaint" : "img2img";

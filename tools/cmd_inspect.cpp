@@ -4,12 +4,14 @@
 #include <c10/util/ArrayRef.h>
 #include <c10/util/StringUtil.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include "commands.h"
 #include "sd/inspect.h"
+#include "sd/lora.h"
 #include "sd/safetensors.h"
 
 namespace sd_cli {
@@ -42,6 +44,26 @@ void print_keys(const sd::ComponentReport& c) {
   for (const auto& t : k.unexpected)
     std::printf("  %s: unexpected %s %s\n", name, t.name.c_str(), shape_text(t.shape).c_str());
   std::printf("  %s: %zu keys expected, %zu differences\n", name, k.expected, k.differences());
+}
+
+// A LoRA file: its format and what it changes (every module with --keys or --tensors).
+void print_lora(const std::string& path, bool all_modules) {
+  const sd::LoraFileInfo info = sd::inspect_lora(path);
+  std::printf("  LoRA (%s%s%s): UNet %zu modules, text encoder %zu modules; %zu linear, %zu convolution; rank %lld",
+              info.format.c_str(), info.unet_naming.empty() ? "" : ", UNet names ", info.unet_naming.c_str(),
+              info.unet_modules, info.text_encoder_modules, info.linear_modules, info.conv_modules,
+              static_cast<long long>(info.min_rank));
+  if (info.max_rank != info.min_rank) std::printf("-%lld", static_cast<long long>(info.max_rank));
+  if (info.modules_with_alpha == 0) {
+    std::printf(", no alpha (alpha = rank)\n");
+  } else if (info.min_alpha == info.max_alpha) {
+    std::printf(", alpha %g (%zu modules)\n", info.min_alpha, info.modules_with_alpha);
+  } else {
+    std::printf(", alpha %g-%g (%zu modules)\n", info.min_alpha, info.max_alpha, info.modules_with_alpha);
+  }
+  const size_t shown = all_modules ? info.modules.size() : std::min<size_t>(info.modules.size(), 5);
+  for (size_t i = 0; i < shown; ++i) std::printf("    %s\n", info.modules[i].c_str());
+  if (shown < info.modules.size()) std::printf("    ... and %zu more (--keys lists them)\n", info.modules.size() - shown);
 }
 
 }  // namespace
@@ -91,7 +113,10 @@ Run add_inspect(CLI::App& app) {
       if (a->tensors) {
         for (const auto& t : r.file_tensors) print_tensor(t);
       }
-      if (!single_file) return 0;
+      if (!single_file) {
+        if (sd::is_lora_file(a->path)) print_lora(a->path, a->keys || a->tensors);
+        return 0;
+      }
       for (const auto& c : r.components) print_summary(c);
       std::printf("  ignored (non-weights): %zu, unknown: %zu\n", r.ignored.size(), r.unknown.size());
       for (const auto& k : r.unknown) std::printf("    unknown: %s\n", k.c_str());

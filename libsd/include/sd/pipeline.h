@@ -35,6 +35,7 @@
 
 #include "sd/export.h"
 #include "sd/image.h"
+#include "sd/lora.h"
 #include "sd/precision.h"
 #include "sd/scheduler.h"
 
@@ -85,6 +86,11 @@ struct LoadOptions {
   // they run). Denormals appear in the late steps and make CPU kernels 10x slower; values below
   // 1e-38 do not change an image.
   bool flush_denormals = true;
+  // LoRAs merged into the UNet and text encoder at load (sd/lora.h), each with its own scale:
+  // no cost per step. Pipeline::set_loras changes them later. Strict unless lora_lenient: a key that
+  // matches no layer or does not fit it fails the load; lenient skips it (Pipeline::lora_report()).
+  std::vector<LoraSpec> loras;
+  bool lora_lenient = false;
 };
 
 enum class StepAction { kContinue, kStop };
@@ -228,6 +234,15 @@ class SD_API Pipeline {
   const SchedulerConfig& scheduler_config() const;
   // The CPU threads this pipeline's calls run on (LoadOptions::threads resolved).
   int threads() const;
+
+  // Replaces the LoRAs in effect (LoadOptions::loras, or a previous call) by `loras`; {} restores the
+  // base model bit for bit. Everything is read and checked first: on an sd::Error (a file that
+  // cannot be read, a key that matches no layer unless lenient, a shape that does not fit) the
+  // pipeline is left as it was. Keeps a copy of the base weight of every layer a LoRA changes (in
+  // its stored dtype) while LoRAs are in effect.
+  LoraReport set_loras(const std::vector<LoraSpec>& loras, bool lenient = false);
+  const std::vector<LoraSpec>& loras() const;   // in effect now
+  const LoraReport& lora_report() const;        // of the last change (load or set_loras)
 
   Pipeline(Pipeline&&) noexcept;
   Pipeline& operator=(Pipeline&&) noexcept;

@@ -21,6 +21,11 @@ struct Conv2dImpl : torch::nn::Conv2dImpl {
   // (0: never; set by enable_conv_prepacking).
   int64_t prepack_max_pixels = 0;
   bool packed() const { return !packed_context_.isNone(); }
+  // Forgets the packed copy: after the weight changed in place (LoRA), the next call packs it anew.
+  void drop_packed_weight() {
+    packed_context_ = c10::IValue();
+    packing_failed_ = false;
+  }
 
  private:
   bool worth_packing(const torch::Tensor& x) const;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/log_macros.h"
+#include "lora/lora_apply.h"
 #include "models/attention.h"
 #include "models/conv2d.h"
 #include "pipeline/components.h"
@@ -86,6 +87,20 @@ struct Pipeline::Impl {
   torch::MemoryFormat memory_format = torch::MemoryFormat::Contiguous;
   int64_t prepack_max_pixels = 0;  // resolved LoadOptions::prepack_max_pixels
   ExecutionSettings execution{};   // applied around every public call (execution_scope.h)
+  lora::LoraState lora;            // LoRAs merged into the weights, and the base weights they replaced
+  std::vector<LoraSpec> loras;     // in effect
+  LoraReport lora_report;
+
+  // Replaces the LoRAs in effect; times the change including the device's work.
+  void set_loras(const std::vector<LoraSpec>& specs, bool lenient) {
+    const auto start = Clock::now();
+    lora::LoraModels models{parts.unet.get(), parts.text_encoder.get(), unet_layout_of(parts.unet->config)};
+    LoraReport report = lora.set(specs, lenient, models);
+    report.seconds = seconds_since(start);
+    for (const std::string& skipped : report.skipped) SD_LOG_WARN("LoRA key skipped: ", skipped);
+    lora_report = std::move(report);
+    loras = specs;
+  }
 
   void sync() const {
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
@@ -212,6 +227,7 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
     enable_conv_prepacking(*m, impl->prepack_max_pixels);
   }
   if (options.channels_last) impl->memory_format = torch::MemoryFormat::ChannelsLast;
+  if (!options.loras.empty()) impl->set_loras(options.loras, options.lora_lenient);
   return Pipeline(std::move(impl));
 }
 
@@ -224,6 +240,14 @@ const SchedulerConfig& Pipeline::scheduler_config() const { return impl_->parts.
 int Pipeline::threads() const {
   return impl_->execution.threads > 0 ? impl_->execution.threads : at::get_num_threads();
 }
+
+LoraReport Pipeline::set_loras(const std::vector<LoraSpec>& loras, bool lenient) {
+  ExecutionScope scope(impl_->execution);
+  impl_->set_loras(loras, lenient);
+  return impl_->lora_report;
+}
+const std::vector<LoraSpec>& Pipeline::loras() const { return impl_->loras; }
+const LoraReport& Pipeline::lora_report() const { return impl_->lora_report; }
 
 PromptEmbeddings Pipeline::encode_prompt(const std::string& prompt, const std::string& negative_prompt, int batch,
                                          bool guidance, int clip_skip) {
