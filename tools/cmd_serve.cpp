@@ -22,7 +22,7 @@ namespace {
 struct ServeArgs {
   std::string model = "random:sd-v1-5", device = "cpu", precision = "fp32", host = "127.0.0.1", api_key;
   std::string vae_tiny, config_dir;
-  int port = 8080, max_batch = 4, max_queue = 16, threads = 0, http_threads = 0;
+  int port = 8080, max_batch = 1, max_queue = 16, threads = 0, http_threads = 0;
   int max_side = 1024, max_images = 8, max_steps = 150, shutdown_timeout_s = 30, request_timeout_s = 600;
   int64_t max_body_kib = 8192;
   bool autocast = false, no_img2img = false;
@@ -53,7 +53,8 @@ Run add_serve(CLI::App& app) {
   app.add_option("--host", a->host, "address to listen on (0.0.0.0: every interface)")->capture_default_str();
   app.add_option("--port", a->port, "TCP port (0: any free one, printed on stdout)")->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  app.add_option("--max-batch", a->max_batch, "images run as one batched generation at most")->capture_default_str()
+  app.add_option("--max-batch", a->max_batch, "images run as one batched generation at most (1: each request alone, exactly sd generate's images; "
+                 "more: compatible requests batched, which can change a few pixel values by one level: docs/serving.md)")->capture_default_str()
       ->check(CLI::Range(1, 256));
   app.add_option("--max-queue", a->max_queue, "jobs waiting at most; beyond, 503 with Retry-After")->capture_default_str()
       ->check(CLI::Range(1, 100000));

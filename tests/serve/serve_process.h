@@ -16,23 +16,13 @@
 #include <thread>
 #include <vector>
 
+#include "../cli_run.h"
+
 namespace serve_test {
 
-inline std::filesystem::path temp_dir() {
-  static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("libsd-serve-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-inline std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+// The test process's temporary folder and whole-file reads, as the CLI tests have them.
+using cli::slurp;
+using cli::temp_dir;
 
 inline std::string slurp_binary(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

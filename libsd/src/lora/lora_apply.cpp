@@ -61,12 +61,15 @@ void drop_packed(torch::nn::Module* module) {
   if (auto* conv = dynamic_cast<Conv2dImpl*>(module)) conv->drop_packed_weight();
 }
 
+// One line, as every libsd error: the first offending keys, then how many more (lenient mode's
+// report lists them all).
 [[noreturn]] void fail_listing(const std::string& what, const std::vector<std::string>& items) {
+  constexpr size_t kShown = 5;
   std::ostringstream s;
-  s << what << ":";
-  for (size_t i = 0; i < items.size() && i < 20; ++i) s << "\n  " << items[i];
-  if (items.size() > 20) s << "\n  ... and " << items.size() - 20 << " more";
-  s << "\n(the pipeline is unchanged; LoadOptions::lora_lenient / --lora-lenient skips such keys)";
+  s << what << ": ";
+  for (size_t i = 0; i < items.size() && i < kShown; ++i) s << (i ? "; " : "") << items[i];
+  if (items.size() > kShown) s << "; and " << items.size() - kShown << " more";
+  s << " (the pipeline is unchanged; LoadOptions::lora_lenient / --lora-lenient skips such keys)";
   throw Error(s.str());
 }
 

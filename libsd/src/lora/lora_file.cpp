@@ -142,8 +142,10 @@ LoraFile read_lora_file(const std::filesystem::path& path) {
   if (!problems.empty()) {
     std::ostringstream s;
     s << origin << ": " << problems.size() << " problem" << (problems.size() > 1 ? "s" : "") << " in the LoRA file:";
-    for (size_t i = 0; i < problems.size() && i < 20; ++i) s << "\n  " << problems[i];
-    if (problems.size() > 20) s << "\n  ... and " << problems.size() - 20 << " more";
+    // One line, as every libsd error: the first problems, then how many more.
+    constexpr size_t kShown = 5;
+    for (size_t i = 0; i < problems.size() && i < kShown; ++i) s << (i ? "; " : " ") << problems[i];
+    if (problems.size() > kShown) s << "; and " << problems.size() - kShown << " more";
     throw Error(s.str());
   }
   SD_CHECK(!out.modules.empty() || !out.unknown.empty(), origin, ": no LoRA modules (no down/up weight pairs)");
