@@ -19,6 +19,10 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   return out;
 }
 
+JsonConfig::JsonConfig(nlohmann::json json, std::string origin) : json_(std::move(json)), origin_(std::move(origin)) {
+  SD_CHECK(json_.is_object(), origin_, ": expected a JSON object of config fields, got ", json_.type_name());
+}
+
 void JsonConfig::wrong_type_unless(bool ok, const char* key, const nlohmann::json& v, const char* expected) const {
   if (ok) return;
   std::string shown = v.dump();

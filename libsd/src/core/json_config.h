@@ -15,7 +15,8 @@ nlohmann::json read_json_file(const std::filesystem::path& path);
 // A config file plus its name, so every accessor can say where a bad value came from.
 class JsonConfig {
  public:
-  JsonConfig(nlohmann::json json, std::string origin) : json_(std::move(json)), origin_(std::move(origin)) {}
+  // Refuses anything but a JSON object: a number or a list would make every field silently default.
+  JsonConfig(nlohmann::json json, std::string origin);
   static JsonConfig from_file(const std::filesystem::path& path) { return {read_json_file(path), path.string()}; }
 
   const nlohmann::json& json() const { return json_; }
