@@ -72,6 +72,8 @@ bool batchable(const JobRequest& a, const JobRequest& b);
 class JobQueue {
  public:
   JobQueue(size_t capacity, int max_batch_images);
+  // --max-batch: the most images one generation runs.
+  int max_batch_images() const { return max_batch_images_; }
   enum class Submit { kAccepted, kFull, kClosed };
   Submit submit(const std::shared_ptr<Job>& job);
   // Blocks for work: the oldest job and the compatible ones waiting behind it (up to max_batch

@@ -1,5 +1,6 @@
 #include "worker.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "png_bytes.h"
@@ -65,30 +66,51 @@ void Worker::run(const std::vector<std::shared_ptr<Job>>& jobs) {
       items.push_back({job->request.prompt, job->request.negative_prompt, job->request.seed + static_cast<uint64_t>(i)});
     }
   }
+  // At most --max-batch images per generation, a job's own n images included: with --max-batch 1
+  // every image is exactly the one `sd generate` makes for its seed (batched kernels round a few
+  // values differently).
+  const size_t chunk = static_cast<size_t>(std::max(1, queue_.max_batch_images()));
+  const size_t chunks = (items.size() + chunk - 1) / chunk;
   sd::GenerateOptions opt = options_of(jobs.front()->request);
+  size_t chunk_index = 0;
   opt.on_step = [&](const sd::StepInfo& step) {
     bool all_cancelled = true;
     for (const auto& job : jobs) {
-      job->set_step(step.index + 1, step.count);
+      job->set_step(static_cast<int>(chunk_index) * step.count + step.index + 1,
+                    static_cast<int>(chunks) * step.count);
       all_cancelled = all_cancelled && job->cancel_requested;
     }
     return all_cancelled || cancel_all_ ? sd::StepAction::kStop : sd::StepAction::kContinue;
   };
   try {
-    sd::GenerateResult result = pipeline_.generate_batch(items, opt);
+    std::vector<sd::Image> images;
+    bool stopped = false;
+    int width = 0, height = 0;
+    int64_t unet_evaluations = 0;
+    for (chunk_index = 0; chunk_index < chunks && !stopped; ++chunk_index) {
+      const size_t begin = chunk_index * chunk, end = std::min(items.size(), begin + chunk);
+      const std::vector<sd::BatchPrompt> part(items.begin() + static_cast<std::ptrdiff_t>(begin),
+                                              items.begin() + static_cast<std::ptrdiff_t>(end));
+      sd::GenerateResult result = pipeline_.generate_batch(part, opt);
+      unet_evaluations += static_cast<int64_t>(result.timings.unet_s.size());
+      stopped = result.stopped;
+      width = result.width;
+      height = result.height;
+      for (auto& image : result.images) images.push_back(std::move(image));
+    }
     metrics_.count_batch(static_cast<int64_t>(jobs.size()));
-    metrics_.count_unet_evaluations(static_cast<int64_t>(result.timings.unet_s.size()));
+    metrics_.count_unet_evaluations(unet_evaluations);
     size_t next = 0;
     for (const auto& job : jobs) {
-      if (result.stopped || job->cancel_requested) {
+      if (stopped || job->cancel_requested) {
         job->set_cancelled();
         next += job->request.n;
         continue;
       }
       std::vector<std::string> pngs;
-      for (int i = 0; i < job->request.n; ++i) pngs.push_back(encode_png(result.images.at(next++)));
+      for (int i = 0; i < job->request.n; ++i) pngs.push_back(encode_png(images.at(next++)));
       metrics_.count_images(job->request.n);
-      job->set_done(std::move(pngs), result.width, result.height);
+      job->set_done(std::move(pngs), width, height);
     }
   } catch (const std::exception& e) {
     if (jobs.size() == 1) {
