@@ -91,6 +91,10 @@ struct LoadOptions {
   // matches no layer or does not fit it fails the load; lenient skips it (Pipeline::lora_report()).
   std::vector<LoraSpec> loras;
   bool lora_lenient = false;
+  // CUDA: capture the UNet evaluation as a CUDA graph once per (batch, size, precision) and replay
+  // it at every step: at batch 1 the launch overhead of eager execution dominates. Where capture
+  // fails the pipeline runs eagerly and says so once (an info line). No effect on the CPU.
+  bool cuda_graphs = true;
 };
 
 enum class StepAction { kContinue, kStop };
@@ -159,6 +163,7 @@ struct GenerateResult {
   Timings timings;
   int truncated_tokens = 0;            // prompt tokens dropped beyond the 77-token limit
   bool stopped = false;                // on_step returned kStop
+  bool cuda_graph = false;             // the UNet evaluations replayed a captured CUDA graph
 };
 
 // What encode_prompt() made, said explicitly rather than left to tensor shapes.
