@@ -352,6 +352,14 @@ TEST_CASE("safetensors: writer is atomic: a failure leaves no file, no temporary
                       Catch::Contains("'a'"));
     CHECK(dir.files().empty());
   }
+  SECTION("a name or metadata that is not UTF-8 (JSON strings are): sd::Error naming it, no file") {
+    const std::string bad = "unet.attentio\xdcs.0";  // found by fuzz_lora_file
+    CHECK_THROWS_WITH(sd::save_safetensors(path, sd::NamedTensors{{bad, torch::ones({2})}}),
+                      Catch::Contains("tensor name \"unet.attentio") && Catch::Contains("not valid UTF-8"));
+    CHECK_THROWS_WITH(sd::save_safetensors(path, sd::NamedTensors{{"a", torch::ones({2})}}, {{"note", bad}}),
+                      Catch::Contains("metadata value") && Catch::Contains("not valid UTF-8"));
+    CHECK(dir.files().empty());
+  }
   SECTION("a throw while the bytes are being written (the writer's atomic file)") {
     write_bytes(path, "old contents");
     CHECK_THROWS_WITH(sd::write_file_atomic(path,

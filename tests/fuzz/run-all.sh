@@ -9,13 +9,14 @@ dir=${1:-build-asan}
 seconds=${2:-30}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for name in safetensors_header tokenizer configs image; do
+for name in safetensors_header tokenizer configs image lora_file; do
   mkdir -p "$work/$name"
   cp tests/fuzz/corpus/$name/* "$work/$name/"
   args=(-max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
   case $name in
     image) args+=(-max_len=65536) ;;
     configs) args+=(-max_len=4096 -dict=tests/fuzz/configs.dict) ;;
+    lora_file) args+=(-max_len=4096 -dict=tests/fuzz/lora.dict) ;;
     *) args+=(-max_len=4096) ;;
   esac
   echo "-- fuzz_$name: ${seconds} s"

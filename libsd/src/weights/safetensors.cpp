@@ -255,13 +255,29 @@ StateDict load_safetensors(const std::filesystem::path& path) { return Safetenso
 
 void save_safetensors(const std::filesystem::path& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
+  // The header is JSON, whose strings are UTF-8: say which name is not, before nlohmann's dump()
+  // would throw its own exception type deep inside the write (found by fuzz_lora_file).
+  auto check_utf8 = [&](const std::string& text, const char* what) {
+    try {
+      (void)json(text).dump();
+    } catch (const json::exception&) {
+      // Quoted by dump(), with U+FFFD for the bytes that are not UTF-8.
+      SD_FAIL(path.string(), ": ", what, " ", json(text).dump(-1, ' ', false, json::error_handler_t::replace),
+              " is not valid UTF-8");
+    }
+  };
   json header = json::object();
+  for (const auto& [key, value] : metadata) {
+    check_utf8(key, "metadata key");
+    check_utf8(value, "metadata value");
+  }
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<at::Tensor> contiguous;
   contiguous.reserve(tensors.size());
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     SD_CHECK(!name.empty() && name != "__metadata__", path.string(), ": invalid tensor name '", name, "'");
+    check_utf8(name, "tensor name");
     SD_CHECK(!header.contains(name), path.string(), ": tensor '", name, "' given twice");
     SD_CHECK(tensor.defined(), path.string(), ": tensor '", name, "' is undefined");
     at::Tensor cpu = tensor.to(torch::kCPU).contiguous();
