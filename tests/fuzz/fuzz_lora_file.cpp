@@ -135,15 +135,11 @@ void check_promises(const sd::lora::LoraFile& file, size_t tensor_count) {
   }
 }
 
-// One file per process, rewritten for every input (save_safetensors writes atomically).
+// One file per process, written for each input and removed after it: libFuzzer ends with _Exit,
+// so nothing registered with atexit would run.
 const std::filesystem::path& scratch_file() {
-  static const std::filesystem::path path = [] {
-    auto dir = std::filesystem::temp_directory_path() / ("libsd-fuzz-lora-" + std::to_string(getpid()));
-    std::filesystem::create_directories(dir);
-    std::atexit([] { std::filesystem::remove_all(std::filesystem::temp_directory_path() /
-                                                 ("libsd-fuzz-lora-" + std::to_string(getpid()))); });
-    return dir / "lora.safetensors";
-  }();
+  static const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("libsd-fuzz-lora-" + std::to_string(getpid()) + ".safetensors");
   return path;
 }
 
@@ -162,5 +158,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check_promises(sd::lora::read_lora_file(scratch_file()), spec.tensors.size());
   } catch (const sd::Error&) {
   }
+  std::filesystem::remove(scratch_file());  // the read's tensor views are gone with its LoraFile
   return 0;
 }
