@@ -1,6 +1,6 @@
 // bench_latency: end-to-end and per-stage latency of one generation, per precision x batch x steps.
 // Each precision is loaded once; each configuration runs --warmup untimed generations, then
-// --repeats timed ones. Stage times come from sd::GenerateResult::timings (synchronized on CUDA).
+// --repeats timed ones. Stage times come from sd::GenerateResult::timings; the measuring is bench/measure.h's.
 #include <cmath>
 #include <torch/torch.h>
 
@@ -10,10 +10,16 @@
 #include <map>
 #include <optional>
 
-#include "common.h"
-#include "sd/build_info.h"
-#include "cuda_stats.h"
+#include "config_row.h"
+#include "environment.h"
+#include "measure.h"
 #include "op_profile.h"
+#include "options.h"
+#include "rows.h"
+#include "sd/build_info.h"
+#include "stats.h"
+#include "table.h"
+#include "tool.h"
 #include "sd/error.h"
 #include "sd/flops.h"
 #include "sd/pipeline.h"
@@ -33,6 +39,7 @@ struct LatencyArgs {
   // Image-to-image: time it from this image, or from a synthetic one of the configured size.
   std::optional<double> strength;
   std::string init_image;
+  std::string cuda_graphs = "on";  // --cuda-graphs: on, off or on,off (LoadOptions::cuda_graphs)
 };
 
 // The init image of an image-to-image measurement: compute does not depend on its content, so a
@@ -137,157 +144,121 @@ std::vector<Row> profile_rows(sd::Pipeline& pipe, const LatencyArgs& a, const sd
   return rows;
 }
 
+// One measured configuration as a row: the common columns, then this tool's.
+Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, bool cuda_graphs,
+                const sd::Pipeline& pipe, int steps, int batch, const sd_bench::Measurement& m, const sd::ModelFlops& flops,
+                const std::map<std::string, double>& peaks) {
+  const auto lat = sd_bench::summarize(m.latency);
+  const auto per_eval = sd_bench::summarize(m.unet);
+  const double tflops = per_eval.median > 0 ? flops.unet.total() / per_eval.median / 1e12 : 0.0;
+  const double decode_s = sd_bench::summarize(m.decode).median;
+  Row row = sd_bench::configuration_row(a.common, precision, pipe, steps, batch);
+  row["mode"] = a.strength ? "img2img" : "txt2img";
+  row["strength"] = a.strength ? Row(*a.strength) : Row(nullptr);
+  row["cuda_graphs"] = cuda_graphs;
+  row["cuda_graph"] = m.cuda_graph;
+  row["warmup"] = a.warmup;
+  row["repeats"] = a.repeats;
+  row["load_s"] = pipe.info().load_s;
+  row["latency_s"] = sd_bench::stats_json(lat);
+  row["unet_eval_s"] = sd_bench::stats_json(per_eval);
+  row["unet_evals"] = m.unet_evals;
+  row["text_encoder_s"] = sd_bench::summarize(m.text_encoder).median;
+  row["scheduler_s"] = sd_bench::summarize(m.scheduler).median;
+  row["vae_decode_s"] = decode_s;
+  row["vae_encode_s"] = sd_bench::summarize(m.encode).median;
+  row["denoise_s"] = sd_bench::summarize(m.denoise).median;
+  row["images_per_min"] = lat.median > 0 ? 60.0 * batch / lat.median : 0.0;
+  sd_bench::add_memory_columns(row, m.memory, "configuration");
+  row["unet_batch"] = flops.unet_batch;
+  row["unet_gflop"] = flops.unet.total() / 1e9;
+  row["unet_tflops"] = tflops;
+  row["vae_decode_tflops"] = decode_s > 0 ? flops.vae_decode.total() / decode_s / 1e12 : 0.0;
+  const auto peak = peak_for(peaks, precision.label);
+  row["peak_tflops"] = peak ? Row(*peak) : Row(nullptr);
+  row["fraction_of_peak"] = peak ? Row(tflops / *peak) : Row(nullptr);
+  return row;
+}
+
+int flops_only(const LatencyArgs& a, const std::vector<int>& batches) {
+  std::vector<Row> rows;
+  sd_bench::Table table({"batch", "unet batch", "UNet GFLOP", "conv", "linear", "attention", "VAE decode GFLOP"});
+  for (int batch : batches) {
+    rows.push_back(flops_row(a, batch));
+    const auto& r = rows.back();
+    table.add({std::to_string(batch), r["unet_batch"].dump(), sd_bench::fixed(r["unet_gflop"]["total"], 1),
+               sd_bench::fixed(r["unet_gflop"]["conv"], 1), sd_bench::fixed(r["unet_gflop"]["linear"], 1),
+               sd_bench::fixed(r["unet_gflop"]["attention"], 1), sd_bench::fixed(r["vae_decode_gflop"], 1)});
+  }
+  std::cout << table.str();
+  if (!a.output.json.empty()) sd_bench::append_json_rows(a.output.json, rows);
+  if (!a.output.csv.empty()) sd_bench::append_csv_rows(a.output.csv, rows);
+  return 0;
+}
+
 int run(const LatencyArgs& a) {
   sd_bench::Progress progress("bench_latency", a.common.quiet);
   const auto precisions = sd_bench::parse_precision_list(a.precisions);
   const auto batches = sd_bench::parse_positive_int_list(a.batches, "--batch");
   const auto step_counts = sd_bench::parse_positive_int_list(a.steps, "--steps");
+  const auto graph_settings = sd_bench::parse_switch_list(a.cuda_graphs, "--cuda-graphs");
   SD_CHECK(a.repeats >= 1, "--repeats must be at least 1, got ", a.repeats);
   SD_CHECK(a.warmup >= 0, "--warmup must be >= 0, got ", a.warmup);
   const auto peaks = parse_peaks(a.peak_tflops);
-
-  if (a.flops_only) {
-    std::vector<Row> rows;
-    sd_bench::Table table({"batch", "unet batch", "UNet GFLOP", "conv", "linear", "attention", "VAE decode GFLOP"});
-    for (int batch : batches) {
-      rows.push_back(flops_row(a, batch));
-      const auto& r = rows.back();
-      table.add({std::to_string(batch), r["unet_batch"].dump(), sd_bench::fixed(r["unet_gflop"]["total"], 1),
-                 sd_bench::fixed(r["unet_gflop"]["conv"], 1), sd_bench::fixed(r["unet_gflop"]["linear"], 1),
-                 sd_bench::fixed(r["unet_gflop"]["attention"], 1), sd_bench::fixed(r["vae_decode_gflop"], 1)});
-    }
-    std::cout << table.str();
-    if (!a.output.json.empty()) sd_bench::append_json_rows(a.output.json, rows);
-    if (!a.output.csv.empty()) sd_bench::append_csv_rows(a.output.csv, rows);
-    return 0;
-  }
+  if (a.flops_only) return flops_only(a, batches);
 
   const bool image_to_image = a.strength.has_value();
   const sd::Image init_image = image_to_image ? bench_init_image(a) : sd::Image{};
-  const bool cuda = sd_bench::is_cuda_device(a.common.device);
-  const int cuda_index = cuda ? sd_bench::cuda_index(a.common.device) : 0;
   const std::string device = sd_bench::device_name(a.common.device);
-  std::vector<Row> rows;
-  sd_bench::Table table({"precision", "batch", "steps", "UNet evals", "latency s (median)", "p90", "stdev",
+  std::vector<Row> rows, profiles;
+  sd_bench::Table table({"precision", "graphs", "batch", "steps", "UNet evals", "latency s (median)", "p90", "stdev",
                          "UNet s/eval", "TFLOP/s", "text enc s", "VAE enc s", "VAE s", "peak mem"});
-
-  std::vector<Row> profiles;
   std::vector<std::string> failures;
   int threads = at::get_num_threads();  // what the pipelines used, for the header line
   for (const auto& precision : precisions) {
-    // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
-    sd_bench::guarded(precision.label, &failures, [&] {
-      progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
-      sd::LoadOptions load = sd_bench::make_load_options(a.common, precision);
-      load.vae_encoder = image_to_image;
-      auto pipe = sd::Pipeline::load(a.common.model, load);
-      const double load_s = pipe.info().load_s;
-      threads = pipe.threads();
-      for (int batch : batches) {
-        const auto flops = sd::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
-        for (int steps : step_counts) {
-          auto gen = sd_bench::make_generate_options(a.common, steps, batch);
-          if (image_to_image) {
-            gen.init_image = init_image;
-            gen.strength = a.strength;
-          }
-          const std::string config = precision.label + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
-          // A new peak window per configuration: loading and earlier configurations do not count.
-          if (cuda) {
-            sd_bench::cuda_empty_cache();
-            sd_bench::cuda_reset_peak_memory(cuda_index);
-          }
-          const bool rss_window = sd_bench::reset_peak_rss();
-          for (int w = 0; w < a.warmup; ++w) {
-            progress(config + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(a.warmup));
-            pipe.generate(a.common.prompt, gen);
-          }
-          std::vector<double> latency, unet, text, encode, decode, scheduler, denoise;
-          int unet_evals = 0;
-          for (int r = 0; r < a.repeats; ++r) {
-            const auto result = pipe.generate(a.common.prompt, gen);
-            const auto& t = result.timings;
-            latency.push_back(t.total_s);
-            unet.insert(unet.end(), t.unet_s.begin(), t.unet_s.end());
-            text.push_back(t.text_encoder_s);
-            decode.push_back(t.decode_s);
-            encode.push_back(t.encode_s);
-            scheduler.push_back(sd_bench::sum(t.scheduler_s));
-            denoise.push_back(t.denoise_s);
-            unet_evals = static_cast<int>(t.unet_s.size());
-            progress(config + ": run " + std::to_string(r + 1) + "/" + std::to_string(a.repeats) + " " +
-                     sd_bench::fixed(t.total_s, 3) + " s");
-          }
-          const auto memory = sd_bench::device_memory(a.common.device);
-          const auto lat = sd_bench::summarize(latency);
-          const auto per_eval = sd_bench::summarize(unet);
-          const double tflops = per_eval.median > 0 ? flops.unet.total() / per_eval.median / 1e12 : 0.0;
-          const double decode_s = sd_bench::summarize(decode).median;
-
-          Row row;
-          row["device"] = device;
-          row["device_type"] = cuda ? "cuda" : "cpu";
-          sd_bench::add_build_columns(row);
-          row["git_revision"] = sd_bench::git_revision();
-          row["threads"] = pipe.threads();
-          row["model"] = a.common.model;
-          row["precision"] = precision.label == "autocast" ? sd::precision_name(precision.precision) : precision.label;
-          row["autocast"] = precision.autocast;
-          row["channels_last"] = !a.common.no_channels_last;
-          row["prepack_max_pixels"] = pipe.prepack_max_pixels();
-          row["scheduler"] = a.common.scheduler;
-          row["steps"] = steps;
-          row["batch"] = batch;
-          row["height"] = a.common.height;
-          row["width"] = a.common.width;
-          row["guidance"] = a.common.guidance;
-          row["mode"] = image_to_image ? "img2img" : "txt2img";
-          row["strength"] = image_to_image ? Row(*a.strength) : Row(nullptr);
-          row["warmup"] = a.warmup;
-          row["repeats"] = a.repeats;
-          row["load_s"] = load_s;
-          row["latency_s"] = sd_bench::stats_json(lat);
-          row["unet_eval_s"] = sd_bench::stats_json(per_eval);
-          row["unet_evals"] = unet_evals;
-          row["text_encoder_s"] = sd_bench::summarize(text).median;
-          row["scheduler_s"] = sd_bench::summarize(scheduler).median;
-          row["vae_decode_s"] = decode_s;
-          row["vae_encode_s"] = sd_bench::summarize(encode).median;
-          row["denoise_s"] = sd_bench::summarize(denoise).median;
-          row["images_per_min"] = lat.median > 0 ? 60.0 * batch / lat.median : 0.0;
-          row["peak_rss_bytes"] = sd_bench::optional_json(sd_bench::peak_rss_bytes());
-          row["peak_rss_window"] = rss_window ? "configuration" : "process";
-          row["peak_device_allocated_bytes"] = memory ? Row(memory->peak_allocated) : Row(nullptr);
-          row["peak_device_reserved_bytes"] = memory ? Row(memory->peak_reserved) : Row(nullptr);
-          row["reserved_after_run_bytes"] = memory ? Row(memory->reserved) : Row(nullptr);
-          row["unet_batch"] = flops.unet_batch;
-          row["unet_gflop"] = flops.unet.total() / 1e9;
-          row["unet_tflops"] = tflops;
-          row["vae_decode_tflops"] = decode_s > 0 ? flops.vae_decode.total() / decode_s / 1e12 : 0.0;
-          const auto peak = peak_for(peaks, precision.label);
-          row["peak_tflops"] = peak ? Row(*peak) : Row(nullptr);
-          row["fraction_of_peak"] = peak ? Row(tflops / *peak) : Row(nullptr);
-          rows.push_back(row);
-
-          if (!a.profile.empty()) {
-            progress(config + ": profiled run");
-            Row profile_config;
-            for (const char* key : {"device", "libtorch", "git_revision", "threads", "model", "precision", "autocast",
-                                    "channels_last", "prepack_max_pixels", "scheduler", "steps", "batch", "height", "width"}) {
-              profile_config[key] = row[key];
+    for (const bool graphs : graph_settings) {
+      const std::string setting = precision.label + (graph_settings.size() > 1 ? graphs ? " graphs" : " eager" : "");
+      // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
+      sd_bench::guarded(setting, &failures, [&] {
+        progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
+        sd::LoadOptions load = sd_bench::make_load_options(a.common, precision);
+        load.vae_encoder = image_to_image;
+        load.cuda_graphs = graphs;
+        auto pipe = sd::Pipeline::load(a.common.model, load);
+        threads = pipe.threads();
+        for (int batch : batches) {
+          const auto flops = sd::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
+          for (int steps : step_counts) {
+            auto gen = sd_bench::make_generate_options(a.common, steps, batch);
+            if (image_to_image) {
+              gen.init_image = init_image;
+              gen.strength = a.strength;
             }
-            for (auto& r : profile_rows(pipe, a, gen, profile_config)) profiles.push_back(std::move(r));
+            const std::string config = setting + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
+            const auto m = sd_bench::measure_configuration(pipe, a.common.prompt, gen, a.warmup, a.repeats, progress, config);
+            Row row = latency_row(a, precision, graphs, pipe, steps, batch, m, flops, peaks);
+            rows.push_back(row);
+            if (!a.profile.empty()) {
+              progress(config + ": profiled run");
+              Row profile_config;
+              for (const char* key : {"device", "libtorch", "git_revision", "threads", "model", "precision", "autocast",
+                                      "channels_last", "prepack_max_pixels", "scheduler", "steps", "batch", "height",
+                                      "width"}) {
+                profile_config[key] = row[key];
+              }
+              for (auto& r : profile_rows(pipe, a, gen, profile_config)) profiles.push_back(std::move(r));
+            }
+            const auto lat = row["latency_s"];
+            table.add({precision.label, graphs ? (m.cuda_graph ? "yes" : "asked") : "no", std::to_string(batch),
+                       std::to_string(steps), std::to_string(m.unet_evals), sd_bench::fixed(lat["median"], 3),
+                       sd_bench::fixed(lat["p90"], 3), sd_bench::fixed(lat["stdev"], 3),
+                       sd_bench::fixed(row["unet_eval_s"]["median"], 3), sd_bench::fixed(row["unet_tflops"], 3),
+                       sd_bench::fixed(row["text_encoder_s"], 3), sd_bench::fixed(row["vae_encode_s"], 3),
+                       sd_bench::fixed(row["vae_decode_s"], 3), sd_bench::format_bytes(m.memory.peak())});
           }
-
-          const auto peak_memory = memory ? std::optional<int64_t>(memory->peak_reserved) : sd_bench::peak_rss_bytes();
-          table.add({precision.label, std::to_string(batch), std::to_string(steps), std::to_string(unet_evals),
-                     sd_bench::fixed(lat.median, 3), sd_bench::fixed(lat.p90, 3), sd_bench::fixed(lat.stdev, 3),
-                     sd_bench::fixed(per_eval.median, 3), sd_bench::fixed(tflops, 3),
-                     sd_bench::fixed(row["text_encoder_s"], 3), sd_bench::fixed(row["vae_encode_s"], 3),
-                     sd_bench::fixed(decode_s, 3), sd_bench::format_bytes(peak_memory)});
         }
-      }
-    });
+      });
+    }
   }
 
   std::cout << "device: " << device << "  " << sd::build_info_line() << "  git "
@@ -319,6 +290,10 @@ int main(int argc, char** argv) {
   app.add_option("--profile", a.profile,
                  "after the timed runs, profile one more generation per configuration and write its per-operator "
                  "times (self and total seconds per stage) to this CSV file");
+  app.add_option("--cuda-graphs", a.cuda_graphs,
+                 "CUDA: capture the UNet as a CUDA graph (on), run it eagerly (off), or measure both (on,off); "
+                 "no effect on the CPU")
+      ->capture_default_str();
   app.add_flag("--flops-only", a.flops_only, "print the analytic FLOP counts and exit (loads no weights)");
   auto* strength = app.add_option("--strength", a.strength,
                                   "time image-to-image at this strength in [0, 1]: int(steps x strength) UNet steps "

@@ -13,7 +13,11 @@
 #include <map>
 #include <set>
 
-#include "common.h"
+#include "environment.h"
+#include "options.h"
+#include "rows.h"
+#include "table.h"
+#include "tool.h"
 #include "sd/build_info.h"
 #include "image_metrics.h"
 #include "sd/error.h"

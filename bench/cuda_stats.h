@@ -26,7 +26,7 @@ struct CudaMemory {
 // nullopt in the fallback.
 std::optional<CudaMemory> cuda_memory(int index);
 // The allocator statistics of a --device: nullopt for the CPU (a CUDA LibTorch measuring the CPU
-// may have no GPU to ask at all). Implemented in common.cpp.
+// may have no GPU to ask at all). Implemented in environment.cpp.
 std::optional<CudaMemory> device_memory(const std::string& device);
 
 }  // namespace sd_bench

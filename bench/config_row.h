@@ -1,0 +1,25 @@
+#pragma once
+// The columns every measurement row begins with, the same in every tool: where it ran (device,
+// LibTorch, CUDA, git revision, threads), the model and precision, and the generation's settings.
+// Then each tool adds its own measured columns.
+#include <string>
+
+#include "measure.h"
+#include "options.h"
+#include "row.h"
+#include "sd/pipeline.h"
+
+namespace sd_bench {
+
+// "autocast" -> the weights' precision (the autocast column says the rest).
+std::string precision_column(const PrecisionSpec& precision);
+
+Row configuration_row(const CommonOptions& common, const PrecisionSpec& precision, const sd::Pipeline& pipe,
+                      int steps, int batch);
+
+// peak_rss_bytes, peak_rss_window, peak_device_allocated_bytes, peak_device_reserved_bytes and
+// reserved_after_run_bytes (null where not measured). `window_name`: what one window covered
+// ("configuration", "try").
+void add_memory_columns(Row& row, const MemoryWindow::Reading& memory, const std::string& window_name);
+
+}  // namespace sd_bench

@@ -1,0 +1,67 @@
+#include "measure.h"
+
+#include "options.h"
+#include "environment.h"
+#include "stats.h"
+#include "table.h"
+
+namespace sd_bench {
+
+MemoryWindow::MemoryWindow(const std::string& device) : device_(device) {
+  if (is_cuda_device(device)) {
+    cuda_empty_cache();
+    cuda_reset_peak_memory(cuda_index(device));
+  }
+  rss_window_ = reset_peak_rss();
+}
+
+MemoryWindow::MemoryWindow(const sd::Pipeline& pipe)
+    : MemoryWindow(pipe.device().is_cuda() ? pipe.device().str() : std::string("cpu")) {}
+
+std::optional<int64_t> MemoryWindow::Reading::peak() const {
+  if (device) return device->peak_reserved;
+  return peak_rss;
+}
+
+MemoryWindow::Reading MemoryWindow::read() const {
+  Reading reading;
+  reading.peak_rss = peak_rss_bytes();
+  reading.rss_window = rss_window_;
+  reading.device = device_memory(device_);
+  return reading;
+}
+
+Measurement measure_runs(sd::Pipeline& pipe, const std::string& prompt, const sd::GenerateOptions& options, int warmup,
+                         int repeats, const Progress& progress, const std::string& label) {
+  for (int w = 0; w < warmup; ++w) {
+    progress(label + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(warmup));
+    pipe.generate(prompt, options);
+  }
+  Measurement m;
+  m.cuda_graph = repeats > 0;
+  for (int r = 0; r < repeats; ++r) {
+    const auto result = pipe.generate(prompt, options);
+    const auto& t = result.timings;
+    m.latency.push_back(t.total_s);
+    m.unet.insert(m.unet.end(), t.unet_s.begin(), t.unet_s.end());
+    m.text_encoder.push_back(t.text_encoder_s);
+    m.encode.push_back(t.encode_s);
+    m.decode.push_back(t.decode_s);
+    m.scheduler.push_back(sum(t.scheduler_s));
+    m.denoise.push_back(t.denoise_s);
+    m.unet_evals = static_cast<int>(t.unet_s.size());
+    m.cuda_graph = m.cuda_graph && result.cuda_graph;
+    progress(label + ": run " + std::to_string(r + 1) + "/" + std::to_string(repeats) + " " + fixed(t.total_s, 3) + " s");
+  }
+  return m;
+}
+
+Measurement measure_configuration(sd::Pipeline& pipe, const std::string& prompt, const sd::GenerateOptions& options,
+                                  int warmup, int repeats, const Progress& progress, const std::string& label) {
+  const MemoryWindow window(pipe);
+  Measurement m = measure_runs(pipe, prompt, options, warmup, repeats, progress, label);
+  m.memory = window.read();
+  return m;
+}
+
+}  // namespace sd_bench
