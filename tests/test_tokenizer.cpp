@@ -231,3 +231,25 @@ TEST_CASE("tokenizer: copies share state and a 1,000-word prompt is fast", "[uni
   CHECK(fresh.encode(prompt).ids == encoded.ids);
   WARN("1,000-word prompt: " << encoded.num_tokens << " tokens in " << seconds * 1e3 << " ms");
 }
+
+TEST_CASE("tokenizer: for_model finds the tokenizer where Pipeline::load does", "[unit][tokenizer]") {
+  namespace fs = std::filesystem;
+  const std::string prompt = "a photo of an astronaut riding a horse";
+  const fs::path tiny = golden::dir() / "pipelines/sd1_tiny";
+  // A diffusers folder: its own tokenizer/.
+  CHECK(sd::CLIPTokenizer::for_model(tiny.string()).encode(prompt).ids ==
+        sd::CLIPTokenizer::from_folder(tiny / "tokenizer").encode(prompt).ids);
+  // A folder that is a tokenizer itself.
+  CHECK(sd::CLIPTokenizer::for_model((tiny / "tokenizer").string()).encode(prompt).ids ==
+        sd::CLIPTokenizer::from_folder(tiny / "tokenizer").encode(prompt).ids);
+  // random:sd-v1-5 is the bundled SD 1.5 tokenizer, random:PATH that folder's.
+  CHECK(sd::CLIPTokenizer::for_model("random:sd-v1-5").encode(prompt).ids ==
+        sd::CLIPTokenizer::from_folder(fs::path(LIBSD_SOURCE_DIR) / "weights/sd-v1-5/tokenizer").encode(prompt).ids);
+  CHECK(sd::CLIPTokenizer::for_model("random:" + tiny.string()).max_length() ==
+        sd::CLIPTokenizer::from_folder(tiny / "tokenizer").max_length());
+  // A single file takes its config folder's tokenizer.
+  CHECK(sd::CLIPTokenizer::for_model((tiny / "unet/config.json").string(), tiny).encode(prompt).ids ==
+        sd::CLIPTokenizer::from_folder(tiny / "tokenizer").encode(prompt).ids);
+  CHECK_THROWS_WITH(sd::CLIPTokenizer::for_model("/no/such/model.safetensors"),
+                    Catch::Contains("/no/such/model.safetensors") && Catch::Contains("no such file"));
+}

@@ -1,10 +1,8 @@
 #include <cstdio>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "sd/error.h"
-#include "sd/pipeline.h"
 #include "sd/tokenizer.h"
 
 namespace sd_cli {
@@ -22,18 +20,7 @@ Run add_tokenize(CLI::App& app) {
   app.add_option("--prompt", args->prompt, "text to tokenize")->required();
   app.add_flag("--pieces", args->pieces, "also print the token strings");
   return [args] {
-    namespace fs = std::filesystem;
-    fs::path dir;
-    if (const fs::path random = sd::random_model_configs(args->model); !random.empty()) {
-      dir = random / "tokenizer";
-    } else if (fs::is_directory(args->model)) {
-      dir = fs::path(args->model) / "tokenizer";
-      if (!fs::exists(dir) && fs::exists(fs::path(args->model) / "vocab.json")) dir = args->model;
-    } else {
-      SD_CHECK(fs::exists(args->model), args->model, ": no such file or folder");
-      dir = sd::bundled_sd15_dir() / "tokenizer";
-    }
-    auto tokenizer = sd::CLIPTokenizer::from_folder(dir);
+    auto tokenizer = sd::CLIPTokenizer::for_model(args->model);
     auto tokens = tokenizer.encode(args->prompt);
     std::printf("%s\n", nlohmann::json(tokens.ids).dump().c_str());
     if (args->pieces) {

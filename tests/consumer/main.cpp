@@ -6,7 +6,7 @@
 
 int main(int argc, char** argv) try {
   if (argc != 2) return 2;
-  auto tokenizer = sd::CLIPTokenizer::from_folder(sd::bundled_sd15_dir() / "tokenizer");
+  auto tokenizer = sd::CLIPTokenizer::for_model("random:sd-v1-5");
   auto tokens = tokenizer.encode("a photo of an astronaut");
   auto scheduler = sd::make_scheduler(sd::SchedulerKind::kDDIM, sd::SchedulerConfig{});
   scheduler->set_timesteps(10);

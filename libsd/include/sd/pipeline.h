@@ -259,12 +259,4 @@ class SD_API Pipeline {
   std::unique_ptr<Impl> impl_;
 };
 
-// The folder that holds libsd's bundled SD 1.5 configs and tokenizer (weights/sd-v1-5): the
-// LIBSD_WEIGHTS_DIR environment variable, else the source tree, else the install prefix.
-SD_API std::filesystem::path bundled_sd15_dir();
-
-// The config folder of a "random:" model: "random:sd-v1-5" -> bundled_sd15_dir(), "random:PATH" ->
-// PATH. Empty for any other model string.
-SD_API std::filesystem::path random_model_configs(const std::string& model);
-
 }  // namespace sd

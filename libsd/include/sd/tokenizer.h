@@ -29,6 +29,10 @@ class SD_API CLIPTokenizer {
   // and model_max_length (default 77). SD 1.x pads with "<|endoftext|>", SD 2.x with "!".
   // Throws sd::Error naming the file for missing or malformed files.
   static CLIPTokenizer from_folder(const std::filesystem::path& tokenizer_dir);
+  // The tokenizer of `model` as Pipeline::load reads it: a diffusers folder's tokenizer/ (or a
+  // folder that is a tokenizer itself), "random:sd-v1-5" and single-file checkpoints the bundled SD
+  // 1.5 one (a single file's from `config_dir`/tokenizer when given), "random:PATH" PATH/tokenizer.
+  static CLIPTokenizer for_model(const std::string& model, const std::filesystem::path& config_dir = {});
 
   // Like tokenizer(prompt, padding="max_length", max_length=max_length(), truncation=True):
   // BOS + at most max_length - 2 tokens + EOS, padded with the pad id.

@@ -97,23 +97,25 @@ bool is_ldm_checkpoint(const SafetensorsFile& file) {
   return false;
 }
 
+fs::path model_config_dir(const std::string& model, const fs::path& config_dir) {
+  if (model.rfind(kRandomPrefix, 0) == 0) return random_model_configs(model);
+  if (fs::is_directory(model)) return model;
+  SD_CHECK(fs::exists(model), model, ": no such file or folder (or use random:sd-v1-5)");
+  // A single file carries no configs or tokenizer.
+  return config_dir.empty() ? bundled_sd15_dir() : config_dir;
+}
+
 ModelSource resolve_model(const std::string& model, const fs::path& config_dir) {
-  const bool random = model.rfind(kRandomPrefix, 0) == 0;
-  const bool folder = !random && fs::is_directory(model);
-  SD_CHECK(random || folder || fs::exists(model), model, ": no such file or folder (or use random:sd-v1-5)");
   ModelSource out;
-  if (random) {
+  out.config_dir = model_config_dir(model, config_dir);
+  if (model.rfind(kRandomPrefix, 0) == 0) {
     out.format = ModelFormat::kRandom;
-    out.config_dir = random_model_configs(model);
-  } else if (folder) {
+  } else if (fs::is_directory(model)) {
     out.format = ModelFormat::kDiffusers;
-    out.config_dir = model;
     SD_CHECK(fs::exists(out.config_dir / "model_index.json"), out.config_dir.string(),
              ": missing model_index.json (not a diffusers model folder?)");
   } else {
-    // A single file carries no configs or tokenizer.
     out.format = ModelFormat::kSingleFile;
-    out.config_dir = config_dir.empty() ? bundled_sd15_dir() : config_dir;
   }
   out.configs = read_model_configs(out.config_dir);
   if (out.format == ModelFormat::kSingleFile) {

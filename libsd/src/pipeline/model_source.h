@@ -30,6 +30,18 @@ struct ModelSource {
   std::optional<SafetensorsFile> checkpoint;  // kSingleFile: the mapped file
 };
 
+// The folder that holds libsd's bundled SD 1.5 configs and tokenizer (weights/sd-v1-5): the
+// LIBSD_WEIGHTS_DIR environment variable, else the source tree, else the install prefix.
+std::filesystem::path bundled_sd15_dir();
+
+// The config folder of a "random:" model: "random:sd-v1-5" -> bundled_sd15_dir(), "random:PATH" ->
+// PATH. Empty for any other model string.
+std::filesystem::path random_model_configs(const std::string& model);
+
+// Where `model`'s configs and tokenizer are: a folder itself, a "random:" model's configs, a single
+// file's `config_dir` (empty: the bundled SD 1.5 ones). sd::Error for a path that does not exist.
+std::filesystem::path model_config_dir(const std::string& model, const std::filesystem::path& config_dir);
+
 // `model` as Pipeline::load reads it. `config_dir`: a single file's configs (empty: the bundled SD
 // 1.5 ones). Reads and checks the configs and maps a single file; binds nothing.
 ModelSource resolve_model(const std::string& model, const std::filesystem::path& config_dir);
