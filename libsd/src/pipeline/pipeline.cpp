@@ -20,6 +20,7 @@
 #include "pipeline/image_inputs.h"
 #include "pipeline/image_start.h"
 #include "pipeline/memory_estimate.h"
+#include "pipeline/out_of_memory.h"
 #include "core/torch_version.h"
 #include "models/vae_tiling.h"
 #include "sd/error.h"
@@ -277,8 +278,10 @@ PromptEmbeddings Pipeline::encode_prompt(const std::string& prompt, const std::s
   return out;
 }
 
+// Each public stage is a function-try-block like generate()'s (below): an out-of-memory becomes one
+// sd::OutOfMemoryError after the failed call's tensors are released.
 at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const PromptEmbeddings& prompt,
-                                   double guidance_scale, const at::Tensor& conditioning) {
+                                   double guidance_scale, const at::Tensor& conditioning) try {
   RECORD_USER_SCOPE("sd::unet");  // a stage for profilers (bench_latency --profile)
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -307,9 +310,13 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
   if (!guidance) return noise;
   auto halves = noise.chunk(2);
   return halves[0] + guidance_scale * (halves[1] - halves[0]);
+} catch (const std::exception& e) {
+  if (!is_out_of_memory(e)) throw;
+  throw_out_of_memory(e, impl_->device, detail::concat("in predict_noise on latents ", latents.sizes()),
+                      "lower the batch or size, or use attention slicing");
 }
 
-at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) {
+at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) try {
   RECORD_USER_SCOPE("sd::vae_encode");
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -338,9 +345,13 @@ at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) 
     latents = mean + dist.std.to(torch::kFloat) * sample;
   }
   return (latents * scaling).contiguous();
+} catch (const std::exception& e) {
+  if (!is_out_of_memory(e)) throw;
+  throw_out_of_memory(e, impl_->device, detail::concat("encoding images ", images.sizes()),
+                      "lower the size, or use VAE tiling");
 }
 
-at::Tensor Pipeline::decode(const at::Tensor& latents) {
+at::Tensor Pipeline::decode(const at::Tensor& latents) try {
   RECORD_USER_SCOPE("sd::vae_decode");
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -361,6 +372,10 @@ at::Tensor Pipeline::decode(const at::Tensor& latents) {
     image = decode_one(latents);
   }
   return (image / 2 + 0.5).clamp(0, 1).contiguous();
+} catch (const std::exception& e) {
+  if (!is_out_of_memory(e)) throw;
+  throw_out_of_memory(e, impl_->device, detail::concat("decoding latents ", latents.sizes()),
+                      "lower the batch or size, or use VAE slicing or tiling, or the tiny autoencoder");
 }
 
 namespace {
@@ -582,11 +597,12 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
   return result;
 } catch (const std::exception& e) {
   if (!is_out_of_memory(e)) throw;
-  SD_LOG_DEBUG("out of memory in generate(): ", e.what());
-  SD_FAIL("out of memory generating ", options.width, "x", options.height, " (0: the default size), batch ",
-          options.batch, ": ", first_line(e.what()),
-          " (lower the size or batch, or use attention slicing, VAE tiling or slicing; memory_limit refuses such "
-          "requests up front)");
+  const std::string size = options.width > 0 && options.height > 0
+                               ? detail::concat(options.width, "x", options.height)
+                               : std::string("the default size");
+  throw_out_of_memory(e, device, detail::concat("generating ", size, ", batch ", options.batch),
+                      "lower the size or batch, or use attention slicing, VAE tiling or slicing; memory_limit refuses "
+                      "such requests up front");
 }
 
 
