@@ -11,6 +11,7 @@
 #include <cmath>
 #include <thread>
 
+#include "core/host_to_device.h"
 #include "core/log_macros.h"
 #include "lora/lora_apply.h"
 #include "models/attention.h"
@@ -303,7 +304,7 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
     const auto c = conditioning.to(x.device(), torch::kFloat);
     x = torch::cat({x, guidance ? torch::cat({c, c}) : c}, 1);
   }
-  auto noise = impl_->parts.unet->forward(impl_->model_input(x), timestep.to(impl_->device),
+  auto noise = impl_->parts.unet->forward(impl_->model_input(x), host_to_device(timestep, impl_->device),
                                           prompt.embeddings.to(impl_->device, impl_->dtype))
                    .to(torch::kFloat)
                    .contiguous();
@@ -545,7 +546,7 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
                c10::IntArrayRef(latent_shape), ", got ", options.initial_latents.sizes());
       latents = options.initial_latents.to(s.device, torch::kFloat);
     } else {
-      latents = draw_noise().to(s.device);
+      latents = host_to_device(draw_noise(), s.device);
     }
     latents = latents * scheduler->init_noise_sigma();
   }
