@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/host_to_device.h"
+#include "core/interval_timer.h"
 #include "core/log_macros.h"
 #include "lora/lora_apply.h"
 #include "models/attention.h"
@@ -557,14 +558,17 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
   if (n == 1) step_noise.generator = &generator;
   const int count = static_cast<int>(timesteps.size(0));
   const auto denoise_start = Clock::now();
+  // Per-step times without waiting for the device at each step (CUDA events; interval_timer.h).
+  const auto unet_timer = make_interval_timer(s.device);
+  const auto scheduler_timer = make_interval_timer(s.device);
   for (int i = 0; i < count; ++i) {
     const int64_t index = begin + i;
     const auto t = timesteps[i];
-    auto unet_start = Clock::now();
+    unet_timer->begin();
     auto scaled = scheduler->scale_model_input(latents, index);
     auto noise_pred = self.predict_noise(scaled, t, embeddings, options.guidance_scale, image_start.conditioning);
-    result.timings.unet_s.push_back(s.seconds_since(unet_start));
-    auto step_start = Clock::now();
+    unet_timer->end();
+    scheduler_timer->begin();
     // Several items: each item's step noise from its own generator, as its own generate() draws it.
     if (n > 1 && scheduler->needs_noise()) step_noise.noise = draw_noise();
     latents = scheduler->step(noise_pred, index, latents, step_noise);
@@ -574,7 +578,7 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
       if (i + 1 < count) original = scheduler->add_noise(image_start.image_latents, image_start.noise, index + 1);
       latents = (1 - image_start.mask) * original + image_start.mask * latents;
     }
-    result.timings.scheduler_s.push_back(s.seconds_since(step_start));
+    scheduler_timer->end();
     if (options.keep_step_latents) result.step_latents.push_back(latents.to(torch::kCPU));
     if (options.on_step) {
       StepInfo step{i, count, t.item<double>(), latents};
@@ -585,6 +589,8 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
     }
   }
   result.timings.denoise_s = s.seconds_since(denoise_start);
+  result.timings.unet_s = unet_timer->seconds();
+  result.timings.scheduler_s = scheduler_timer->seconds();
   result.latents = latents;
 
   // 6. Decode.
