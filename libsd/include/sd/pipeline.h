@@ -94,6 +94,7 @@ struct LoadOptions {
   // CUDA: capture the UNet evaluation as a CUDA graph once per (batch, size, precision) and replay
   // it at every step: at batch 1 the launch overhead of eager execution dominates. Where capture
   // fails the pipeline runs eagerly and says so once (an info line). No effect on the CPU.
+  // set_loras keeps the graphs: LoRAs change the weights in place, and a graph reads them anew.
   bool cuda_graphs = true;
 };
 

@@ -23,6 +23,8 @@
 #include "pipeline/image_start.h"
 #include "pipeline/memory_estimate.h"
 #include "pipeline/out_of_memory.h"
+#include "pipeline/unet_graph_cache.h"
+#include "pipeline/unet_graph_capture.h"
 #include "core/torch_version.h"
 #include "models/vae_tiling.h"
 #include "sd/error.h"
@@ -93,6 +95,9 @@ struct Pipeline::Impl {
   lora::LoraState lora;            // LoRAs merged into the weights, and the base weights they replaced
   std::vector<LoraSpec> loras;     // in effect
   LoraReport lora_report;
+  // LoadOptions::cuda_graphs on a CUDA device: the UNet's captured graphs (unet_graph_cache.h).
+  std::unique_ptr<UNetGraphCache> unet_graphs;
+  bool unet_replayed = false;      // the last predict_noise replayed a graph
 
   // Replaces the LoRAs in effect; times the change including the device's work.
   void set_loras(const std::vector<LoraSpec>& specs, bool lenient) {
@@ -103,6 +108,11 @@ struct Pipeline::Impl {
     for (const std::string& skipped : report.skipped) SD_LOG_WARN("LoRA key skipped: ", skipped);
     lora_report = std::move(report);
     loras = specs;
+  }
+
+  // After an out-of-memory: the captured graphs' memory pools go too (recaptured at the next use).
+  void forget_graphs() {
+    if (unet_graphs) unet_graphs->clear();
   }
 
   void sync() const {
@@ -230,6 +240,7 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
     enable_conv_prepacking(*m, impl->prepack_max_pixels);
   }
   if (options.channels_last) impl->memory_format = torch::MemoryFormat::ChannelsLast;
+  if (device.is_cuda() && options.cuda_graphs) impl->unet_graphs = std::make_unique<UNetGraphCache>(capture_unet_graph);
   if (!options.loras.empty()) impl->set_loras(options.loras, options.lora_lenient);
   return Pipeline(std::move(impl));
 }
@@ -305,15 +316,38 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
     const auto c = conditioning.to(x.device(), torch::kFloat);
     x = torch::cat({x, guidance ? torch::cat({c, c}) : c}, 1);
   }
-  auto noise = impl_->parts.unet->forward(impl_->model_input(x), host_to_device(timestep, impl_->device),
-                                          prompt.embeddings.to(impl_->device, impl_->dtype))
-                   .to(torch::kFloat)
-                   .contiguous();
+  auto& unet = impl_->parts.unet;
+  const UNetForward forward = [&](const std::vector<at::Tensor>& in) {
+    return unet->forward(in[0], in[1], in[2]).to(torch::kFloat).contiguous();
+  };
+  const std::vector<at::Tensor> inputs{impl_->model_input(x), host_to_device(timestep, impl_->device),
+                                       prompt.embeddings.to(impl_->device, impl_->dtype)};
+  at::Tensor noise;
+  impl_->unet_replayed = false;
+  if (impl_->unet_graphs) {
+    const at::Tensor& sample = inputs[0];
+    UNetGraphKey key;
+    key.batch = sample.size(0);
+    key.channels = sample.size(1);
+    key.height = sample.size(2);
+    key.width = sample.size(3);
+    key.timestep_entries = inputs[1].numel();
+    key.context_tokens = inputs[2].size(1);
+    key.context_dim = inputs[2].size(2);
+    key.dtype = sample.scalar_type();
+    key.autocast = impl_->options.autocast;
+    UNetRun run = impl_->unet_graphs->run(key, inputs, forward);
+    noise = std::move(run.output);
+    impl_->unet_replayed = run.replayed;
+  } else {
+    noise = forward(inputs);
+  }
   if (!guidance) return noise;
   auto halves = noise.chunk(2);
   return halves[0] + guidance_scale * (halves[1] - halves[0]);
 } catch (const std::exception& e) {
   if (!is_out_of_memory(e)) throw;
+  impl_->forget_graphs();
   throw_out_of_memory(e, impl_->device, detail::concat("in predict_noise on latents ", latents.sizes()),
                       "lower the batch or size, or use attention slicing");
 }
@@ -349,6 +383,7 @@ at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) 
   return (latents * scaling).contiguous();
 } catch (const std::exception& e) {
   if (!is_out_of_memory(e)) throw;
+  impl_->forget_graphs();
   throw_out_of_memory(e, impl_->device, detail::concat("encoding images ", images.sizes()),
                       "lower the size, or use VAE tiling");
 }
@@ -376,6 +411,7 @@ at::Tensor Pipeline::decode(const at::Tensor& latents) try {
   return (image / 2 + 0.5).clamp(0, 1).contiguous();
 } catch (const std::exception& e) {
   if (!is_out_of_memory(e)) throw;
+  impl_->forget_graphs();
   throw_out_of_memory(e, impl_->device, detail::concat("decoding latents ", latents.sizes()),
                       "lower the batch or size, or use VAE slicing or tiling, or the tiny autoencoder");
 }
@@ -568,6 +604,7 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
     auto scaled = scheduler->scale_model_input(latents, index);
     auto noise_pred = self.predict_noise(scaled, t, embeddings, options.guidance_scale, image_start.conditioning);
     unet_timer->end();
+    result.cuda_graph = result.cuda_graph || s.unet_replayed;
     scheduler_timer->begin();
     // Several items: each item's step noise from its own generator, as its own generate() draws it.
     if (n > 1 && scheduler->needs_noise()) step_noise.noise = draw_noise();
@@ -604,6 +641,7 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
   return result;
 } catch (const std::exception& e) {
   if (!is_out_of_memory(e)) throw;
+  forget_graphs();
   const std::string size = options.width > 0 && options.height > 0
                                ? detail::concat(options.width, "x", options.height)
                                : std::string("the default size");
