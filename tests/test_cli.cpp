@@ -60,6 +60,19 @@ TEST_CASE("sd generate with batch > 1 writes numbered images", "[unit][cli]") {
   CHECK_FALSE(fs::exists(png));
 }
 
+TEST_CASE("sd generate --no-cuda-graphs is accepted on the CPU and the sidecar says no graph ran", "[unit][cli]") {
+  for (const std::string flag : {"", " --no-cuda-graphs"}) {
+    INFO("flag:" << flag);
+    const auto png = temp_dir() / "graphs.png";
+    auto r = run_sd("generate --model '" + tiny() + "' --prompt 'a fox' --steps 1 --height 64 --width 64 -q" + flag +
+                    " -o '" + png.string() + "'");
+    REQUIRE(r.code == 0);
+    const auto sidecar = nlohmann::json::parse(slurp(temp_dir() / "graphs.json"));
+    REQUIRE(sidecar.contains("cuda_graph"));
+    CHECK(sidecar["cuda_graph"] == false);
+  }
+}
+
 TEST_CASE("sd reports bad arguments with exit code 2 and runtime errors with 1", "[unit][cli]") {
   CHECK(run_sd("generate").code == 2);                                   // --prompt missing
   CHECK(run_sd("generate --prompt x --precision fp64").code == 2);       // not a precision

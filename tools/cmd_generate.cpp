@@ -32,7 +32,7 @@ struct GenerateArgs {
   int64_t vae_memory_limit_mib = 0;
   int64_t memory_limit_mib = 0;
   uint64_t seed = 0;
-  bool autocast = false, quiet = false, no_channels_last = false;
+  bool autocast = false, quiet = false, no_channels_last = false, no_cuda_graphs = false;
   int64_t prepack_max_pixels = -1;
   int64_t attention_slice = 0;
   std::vector<std::string> loras;  // FILE[:SCALE]
@@ -112,6 +112,8 @@ Run add_generate(CLI::App& app) {
   app.add_option("--attention-slice", a->attention_slice, "attention in query slices of this many rows (bounds memory)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-channels-last", a->no_channels_last, "keep the default contiguous memory format");
+  app.add_flag("--no-cuda-graphs", a->no_cuda_graphs,
+               "CUDA: run the UNet eagerly instead of replaying a captured CUDA graph (no effect on the CPU)");
   app.add_option("--vae-tiling", a->vae_tiling,
                  "VAE in overlapping tiles (diffusers' enable_tiling): on, off, or auto (where the untiled decode "
                  "would exceed --vae-memory-limit-mib)")
@@ -149,6 +151,7 @@ Run add_generate(CLI::App& app) {
     load.variant = a->variant;
     load.attention_slice = a->attention_slice;
     load.channels_last = !a->no_channels_last;
+    load.cuda_graphs = !a->no_cuda_graphs;
     load.prepack_max_pixels = a->prepack_max_pixels;
     load.vae_encoder = !a->init_image.empty();
     load.vae_tiling = a->vae_tiling == "on" ? sd::VaeTiling::kOn : a->vae_tiling == "auto" ? sd::VaeTiling::kAuto
@@ -252,6 +255,7 @@ Run add_generate(CLI::App& app) {
       sidecar["timings_s"]["lora_merge"] = pipe.lora_report().seconds;
     }
     sidecar["truncated_tokens"] = result.truncated_tokens;
+    sidecar["cuda_graph"] = result.cuda_graph;  // whether the UNet replayed a CUDA graph
     if (opt.init_image) {
       sidecar["mode"] = opt.mask ? "inpaint" : "img2img";
       sidecar["strength"] = result.strength;

@@ -94,6 +94,7 @@ struct LoadOptions {
   // CUDA: capture the UNet evaluation as a CUDA graph once per (batch, size, precision) and replay
   // it at every step: at batch 1 the launch overhead of eager execution dominates. Where capture
   // fails the pipeline runs eagerly and says so once (an info line). No effect on the CPU.
+  // set_loras keeps the graphs: LoRAs change the weights in place, and a graph reads them anew.
   bool cuda_graphs = true;
 };
 
@@ -146,8 +147,10 @@ struct Timings {
   double text_encoder_s = 0;           // tokenizing and the text encoder
   double encode_s = 0;                 // VAE encoding of the init image (and of the masked image)
   double denoise_s = 0, decode_s = 0, total_s = 0;
-  std::vector<double> unet_s;          // each UNet evaluation (synchronized on CUDA)
-  std::vector<double> scheduler_s;     // each scheduler step
+  // Each UNet evaluation and each scheduler step. On CUDA timed by CUDA events on the device's
+  // stream and read after the loop, so the loop never waits for the GPU to time a step.
+  std::vector<double> unet_s;
+  std::vector<double> scheduler_s;
 };
 
 struct GenerateResult {

@@ -7,6 +7,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "sd/error.h"
+
 namespace sd {
 
 // Per batch item, in elements (C channels at A pixels count C * A):
@@ -61,6 +63,7 @@ int64_t available_memory_bytes() {
 
 bool is_out_of_memory(const std::exception& error) {
   if (dynamic_cast<const std::bad_alloc*>(&error) != nullptr) return true;
+  if (dynamic_cast<const OutOfMemoryError*>(&error) != nullptr) return true;  // a stage's, already worded
   if (dynamic_cast<const c10::Error*>(&error) == nullptr) return false;  // sd::Error and others keep their meaning
   if (dynamic_cast<const c10::OutOfMemoryError*>(&error) != nullptr) return true;
   const std::string message = first_line(error.what());

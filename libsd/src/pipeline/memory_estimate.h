@@ -38,7 +38,7 @@ int64_t available_memory_bytes();
 
 // LibTorch's out-of-memory errors: c10::OutOfMemoryError, a c10::Error whose message says so (CPU
 // allocator: "can't allocate memory" in 1.13, "not enough memory" in 2.x; CUDA: "out of memory"),
-// or std::bad_alloc.
+// or std::bad_alloc; or an sd::OutOfMemoryError that an inner stage already made of one.
 bool is_out_of_memory(const std::exception& error);
 // The first line of an exception message (c10::Error appends a C++ backtrace).
 std::string first_line(const std::string& message);

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <thread>
 
+#include "core/host_to_device.h"
+#include "core/interval_timer.h"
 #include "core/log_macros.h"
 #include "lora/lora_apply.h"
 #include "models/attention.h"
@@ -20,6 +22,9 @@
 #include "pipeline/image_inputs.h"
 #include "pipeline/image_start.h"
 #include "pipeline/memory_estimate.h"
+#include "pipeline/out_of_memory.h"
+#include "pipeline/unet_graph_cache.h"
+#include "pipeline/unet_graph_capture.h"
 #include "core/torch_version.h"
 #include "models/vae_tiling.h"
 #include "sd/error.h"
@@ -90,6 +95,9 @@ struct Pipeline::Impl {
   lora::LoraState lora;            // LoRAs merged into the weights, and the base weights they replaced
   std::vector<LoraSpec> loras;     // in effect
   LoraReport lora_report;
+  // LoadOptions::cuda_graphs on a CUDA device: the UNet's captured graphs (unet_graph_cache.h).
+  std::unique_ptr<UNetGraphCache> unet_graphs;
+  bool unet_replayed = false;      // the last predict_noise replayed a graph
 
   // Replaces the LoRAs in effect; times the change including the device's work.
   void set_loras(const std::vector<LoraSpec>& specs, bool lenient) {
@@ -100,6 +108,11 @@ struct Pipeline::Impl {
     for (const std::string& skipped : report.skipped) SD_LOG_WARN("LoRA key skipped: ", skipped);
     lora_report = std::move(report);
     loras = specs;
+  }
+
+  // After an out-of-memory: the captured graphs' memory pools go too (recaptured at the next use).
+  void forget_graphs() {
+    if (unet_graphs) unet_graphs->clear();
   }
 
   void sync() const {
@@ -227,6 +240,7 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
     enable_conv_prepacking(*m, impl->prepack_max_pixels);
   }
   if (options.channels_last) impl->memory_format = torch::MemoryFormat::ChannelsLast;
+  if (device.is_cuda() && options.cuda_graphs) impl->unet_graphs = std::make_unique<UNetGraphCache>(capture_unet_graph);
   if (!options.loras.empty()) impl->set_loras(options.loras, options.lora_lenient);
   return Pipeline(std::move(impl));
 }
@@ -277,8 +291,10 @@ PromptEmbeddings Pipeline::encode_prompt(const std::string& prompt, const std::s
   return out;
 }
 
+// Each public stage is a function-try-block like generate()'s (below): an out-of-memory becomes one
+// sd::OutOfMemoryError after the failed call's tensors are released.
 at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& timestep, const PromptEmbeddings& prompt,
-                                   double guidance_scale, const at::Tensor& conditioning) {
+                                   double guidance_scale, const at::Tensor& conditioning) try {
   RECORD_USER_SCOPE("sd::unet");  // a stage for profilers (bench_latency --profile)
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -300,16 +316,43 @@ at::Tensor Pipeline::predict_noise(const at::Tensor& latents, const at::Tensor& 
     const auto c = conditioning.to(x.device(), torch::kFloat);
     x = torch::cat({x, guidance ? torch::cat({c, c}) : c}, 1);
   }
-  auto noise = impl_->parts.unet->forward(impl_->model_input(x), timestep.to(impl_->device),
-                                          prompt.embeddings.to(impl_->device, impl_->dtype))
-                   .to(torch::kFloat)
-                   .contiguous();
+  auto& unet = impl_->parts.unet;
+  const UNetForward forward = [&](const std::vector<at::Tensor>& in) {
+    return unet->forward(in[0], in[1], in[2]).to(torch::kFloat).contiguous();
+  };
+  const std::vector<at::Tensor> inputs{impl_->model_input(x), host_to_device(timestep, impl_->device),
+                                       prompt.embeddings.to(impl_->device, impl_->dtype)};
+  at::Tensor noise;
+  impl_->unet_replayed = false;
+  if (impl_->unet_graphs) {
+    const at::Tensor& sample = inputs[0];
+    UNetGraphKey key;
+    key.batch = sample.size(0);
+    key.channels = sample.size(1);
+    key.height = sample.size(2);
+    key.width = sample.size(3);
+    key.timestep_entries = inputs[1].numel();
+    key.context_tokens = inputs[2].size(1);
+    key.context_dim = inputs[2].size(2);
+    key.dtype = sample.scalar_type();
+    key.autocast = impl_->options.autocast;
+    UNetRun run = impl_->unet_graphs->run(key, inputs, forward);
+    noise = std::move(run.output);
+    impl_->unet_replayed = run.replayed;
+  } else {
+    noise = forward(inputs);
+  }
   if (!guidance) return noise;
   auto halves = noise.chunk(2);
   return halves[0] + guidance_scale * (halves[1] - halves[0]);
+} catch (const std::exception& e) {
+  if (!is_out_of_memory(e)) throw;
+  impl_->forget_graphs();
+  throw_out_of_memory(e, impl_->device, detail::concat("in predict_noise on latents ", latents.sizes()),
+                      "lower the batch or size, or use attention slicing");
 }
 
-at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) {
+at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) try {
   RECORD_USER_SCOPE("sd::vae_encode");
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -338,9 +381,14 @@ at::Tensor Pipeline::encode(const at::Tensor& images, at::Generator* generator) 
     latents = mean + dist.std.to(torch::kFloat) * sample;
   }
   return (latents * scaling).contiguous();
+} catch (const std::exception& e) {
+  if (!is_out_of_memory(e)) throw;
+  impl_->forget_graphs();
+  throw_out_of_memory(e, impl_->device, detail::concat("encoding images ", images.sizes()),
+                      "lower the size, or use VAE tiling");
 }
 
-at::Tensor Pipeline::decode(const at::Tensor& latents) {
+at::Tensor Pipeline::decode(const at::Tensor& latents) try {
   RECORD_USER_SCOPE("sd::vae_decode");
   c10::InferenceMode inference;
   ExecutionScope scope(impl_->execution);
@@ -361,6 +409,11 @@ at::Tensor Pipeline::decode(const at::Tensor& latents) {
     image = decode_one(latents);
   }
   return (image / 2 + 0.5).clamp(0, 1).contiguous();
+} catch (const std::exception& e) {
+  if (!is_out_of_memory(e)) throw;
+  impl_->forget_graphs();
+  throw_out_of_memory(e, impl_->device, detail::concat("decoding latents ", latents.sizes()),
+                      "lower the batch or size, or use VAE slicing or tiling, or the tiny autoencoder");
 }
 
 namespace {
@@ -530,7 +583,7 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
                c10::IntArrayRef(latent_shape), ", got ", options.initial_latents.sizes());
       latents = options.initial_latents.to(s.device, torch::kFloat);
     } else {
-      latents = draw_noise().to(s.device);
+      latents = host_to_device(draw_noise(), s.device);
     }
     latents = latents * scheduler->init_noise_sigma();
   }
@@ -541,14 +594,18 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
   if (n == 1) step_noise.generator = &generator;
   const int count = static_cast<int>(timesteps.size(0));
   const auto denoise_start = Clock::now();
+  // Per-step times without waiting for the device at each step (CUDA events; interval_timer.h).
+  const auto unet_timer = make_interval_timer(s.device);
+  const auto scheduler_timer = make_interval_timer(s.device);
   for (int i = 0; i < count; ++i) {
     const int64_t index = begin + i;
     const auto t = timesteps[i];
-    auto unet_start = Clock::now();
+    unet_timer->begin();
     auto scaled = scheduler->scale_model_input(latents, index);
     auto noise_pred = self.predict_noise(scaled, t, embeddings, options.guidance_scale, image_start.conditioning);
-    result.timings.unet_s.push_back(s.seconds_since(unet_start));
-    auto step_start = Clock::now();
+    unet_timer->end();
+    result.cuda_graph = result.cuda_graph || s.unet_replayed;
+    scheduler_timer->begin();
     // Several items: each item's step noise from its own generator, as its own generate() draws it.
     if (n > 1 && scheduler->needs_noise()) step_noise.noise = draw_noise();
     latents = scheduler->step(noise_pred, index, latents, step_noise);
@@ -558,7 +615,7 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
       if (i + 1 < count) original = scheduler->add_noise(image_start.image_latents, image_start.noise, index + 1);
       latents = (1 - image_start.mask) * original + image_start.mask * latents;
     }
-    result.timings.scheduler_s.push_back(s.seconds_since(step_start));
+    scheduler_timer->end();
     if (options.keep_step_latents) result.step_latents.push_back(latents.to(torch::kCPU));
     if (options.on_step) {
       StepInfo step{i, count, t.item<double>(), latents};
@@ -569,6 +626,8 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
     }
   }
   result.timings.denoise_s = s.seconds_since(denoise_start);
+  result.timings.unet_s = unet_timer->seconds();
+  result.timings.scheduler_s = scheduler_timer->seconds();
   result.latents = latents;
 
   // 6. Decode.
@@ -582,11 +641,13 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
   return result;
 } catch (const std::exception& e) {
   if (!is_out_of_memory(e)) throw;
-  SD_LOG_DEBUG("out of memory in generate(): ", e.what());
-  SD_FAIL("out of memory generating ", options.width, "x", options.height, " (0: the default size), batch ",
-          options.batch, ": ", first_line(e.what()),
-          " (lower the size or batch, or use attention slicing, VAE tiling or slicing; memory_limit refuses such "
-          "requests up front)");
+  forget_graphs();
+  const std::string size = options.width > 0 && options.height > 0
+                               ? detail::concat(options.width, "x", options.height)
+                               : std::string("the default size");
+  throw_out_of_memory(e, device, detail::concat("generating ", size, ", batch ", options.batch),
+                      "lower the size or batch, or use attention slicing, VAE tiling or slicing; memory_limit refuses "
+                      "such requests up front");
 }
 
 

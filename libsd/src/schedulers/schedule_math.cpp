@@ -6,6 +6,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "core/host_to_device.h"
 #include "sd/error.h"
 
 namespace sd::sched {
@@ -164,7 +165,7 @@ at::Tensor step_noise(const StepNoise& noise, const at::Tensor& like, const char
   if (noise.noise.defined()) {
     SD_CHECK(noise.noise.sizes() == like.sizes(), scheduler, ": step noise has shape ", noise.noise.sizes(),
              ", expected the sample's shape ", like.sizes());
-    return noise.noise.to(like.device(), torch::kFloat);
+    return host_to_device(noise.noise, like.device(), torch::kFloat);
   }
   SD_CHECK(noise.generator != nullptr, scheduler,
            ": this step is stochastic and needs noise: pass StepNoise with a CPU generator or a noise tensor");
@@ -172,7 +173,7 @@ at::Tensor step_noise(const StepNoise& noise, const at::Tensor& like, const char
            noise.generator->device());
   // Drawn on the CPU in float32 whatever the sample's device: diffusers' randn_tensor order.
   const at::Tensor drawn = torch::randn(like.sizes(), *noise.generator, torch::TensorOptions().dtype(torch::kFloat));
-  return drawn.to(like.device());
+  return host_to_device(drawn, like.device());
 }
 
 void check_step_index(int64_t step_index, int64_t count, const char* scheduler) {
