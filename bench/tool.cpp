@@ -1,21 +1,14 @@
 #include "tool.h"
 
-#include <c10/util/Exception.h>
-
 #include <cstdio>
-#include <new>
 
 #include "options.h"
+#include "sd/error.h"
 
 namespace sd_bench {
 
 bool is_out_of_memory(const std::exception& error) {
-  if (dynamic_cast<const c10::OutOfMemoryError*>(&error) != nullptr) return true;
-  const std::string message = error.what();
-  for (const char* needle : {"out of memory", "can't allocate memory", "Cannot allocate memory", "std::bad_alloc"}) {
-    if (message.find(needle) != std::string::npos) return true;
-  }
-  return dynamic_cast<const std::bad_alloc*>(&error) != nullptr;
+  return dynamic_cast<const sd::OutOfMemoryError*>(&error) != nullptr;
 }
 
 std::string without_backtrace(const std::string& message) {

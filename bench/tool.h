@@ -10,8 +10,8 @@
 
 namespace sd_bench {
 
-// LibTorch's out-of-memory errors: c10::OutOfMemoryError, or a c10::Error whose message says
-// "out of memory" (CUDA) or "can't allocate memory" (CPU allocator).
+// An out-of-memory error: the library turns LibTorch's (CUDA or the CPU allocator) into
+// sd::OutOfMemoryError in every stage the tools call, with the pipeline left usable.
 bool is_out_of_memory(const std::exception& error);
 // An exception message without the C++ backtrace c10::Error appends.
 std::string without_backtrace(const std::string& message);

@@ -1,13 +1,13 @@
 // bench_throughput's largest-batch search, against a simulated allocator that runs out of memory
 // above a given batch (the way a GPU would), and the bench library's small parsers and statistics.
-#include <c10/util/Exception.h>
-
-#include <new>
+#include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "batch_search.h"
 #include "options.h"
+#include "sd/error.h"
 #include "stats.h"
 #include "tool.h"
 // Last: Debian's LibTorch pulls in glog, whose CHECK(cond) would replace Catch's CHECK(...).
@@ -15,19 +15,16 @@
 
 namespace {
 
-// A try that "allocates" batch x 1 GB against `capacity_gb`: above it, the error LibTorch's CUDA
-// allocator throws (c10::OutOfMemoryError) or the CPU's std::bad_alloc.
+// A try that "allocates" batch x 1 GiB against `capacity_gb`: above it, the error the pipeline
+// throws when its allocator fails (sd::OutOfMemoryError, with the bytes asked and free).
 struct SimulatedAllocator {
   int capacity_gb = 0;
-  bool cuda_style = true;
   int tries = 0;
   void generate(int batch) {
     ++tries;
     if (batch <= capacity_gb) return;
-    if (cuda_style) {
-      TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate ", batch, ".00 GiB");
-    }
-    throw std::bad_alloc();
+    throw sd::OutOfMemoryError("out of memory on cuda:0 generating 512x512, batch " + std::to_string(batch),
+                               int64_t{batch} << 30, int64_t{capacity_gb} << 30);
   }
   // What bench_throughput does with a try: out of memory means "does not fit", the rest propagates.
   bool fits(int batch) {
@@ -44,14 +41,12 @@ struct SimulatedAllocator {
 }  // namespace
 
 TEST_CASE("the largest-batch search doubles then bisects to the exact limit", "[unit][bench]") {
-  for (const bool cuda_style : {true, false}) {
-    SimulatedAllocator gpu{37, cuda_style};
-    const auto found = sd_bench::search_largest_batch([&](int b) { return gpu.fits(b); }, 64);
-    CHECK(found.largest_ok == 37);
-    CHECK(found.smallest_failed == 38);
-    CHECK((found.tried == std::vector<int>{1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37}));
-    CHECK(gpu.tries == 12);  // each batch once
-  }
+  SimulatedAllocator gpu{37};
+  const auto found = sd_bench::search_largest_batch([&](int b) { return gpu.fits(b); }, 64);
+  CHECK(found.largest_ok == 37);
+  CHECK(found.smallest_failed == 38);
+  CHECK((found.tried == std::vector<int>{1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37}));
+  CHECK(gpu.tries == 12);  // each batch once
 }
 
 TEST_CASE("the largest-batch search stops at its limit and reports when batch 1 fails", "[unit][bench]") {
