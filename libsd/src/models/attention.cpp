@@ -75,14 +75,20 @@ torch::Tensor multi_head_attention(const torch::Tensor& q, const torch::Tensor& 
   }
 #if TORCH_VERSION_MAJOR >= 2
   // LibTorch 2.x elsewhere (CUDA; CLIP's causal attention on CPU): its fused kernels (flash /
-  // memory-efficient on CUDA). Upcast keeps the reference's fp32 scores, which SDPA does not
-  // offer, so it takes the explicit path.
-  if (attention_backend() == AttentionBackend::kAuto && !options.upcast && attention_query_slice() == 0) {
+  // memory-efficient on CUDA). Upcast (SD 2.x in half precision) asks for fp32 scores and softmax:
+  // SDPA on fp32 inputs gives them without materializing the [N, N] scores the explicit path needs
+  // (3.4 GB per layer at 768x768), and is at least as exact (the reference rounds the probabilities
+  // to fp16 before multiplying by V; diffusers' own SDPA processor ignores upcast altogether).
+  if (attention_backend() == AttentionBackend::kAuto && (!options.upcast || !q.device().is_cpu()) &&
+      attention_query_slice() == 0) {
+    const bool widen = options.upcast && q.scalar_type() != torch::kFloat;
     auto b = q.size(0);
     auto q4 = q.reshape({b, q.size(1), heads, head_dim}).transpose(1, 2);
     auto k4 = k.reshape({b, k.size(1), heads, head_dim}).transpose(1, 2);
     auto v4 = v.reshape({b, v.size(1), heads, head_dim}).transpose(1, 2);
+    if (widen) q4 = q4.to(torch::kFloat), k4 = k4.to(torch::kFloat), v4 = v4.to(torch::kFloat);
     auto out = at::scaled_dot_product_attention(q4, k4, v4, {}, 0.0, options.causal);
+    if (widen) out = out.to(q.scalar_type());
     return out.transpose(1, 2).reshape({b, q.size(1), heads * head_dim});
   }
 #endif
