@@ -10,7 +10,8 @@ Reference stack (pinned; the script refuses another diffusers version): torch 2.
 diffusers 0.27.2, safetensors, numpy. Nothing is downloaded: both models are built from their
 configs with seeded random weights. Deterministic: one CPU thread, seeded generators, torch
 deterministic algorithms, sorted JSON; the same versions write the same bytes. It replaces
-tests/data/vae/ (or --out DIR) entirely.
+tests/data/vae/ (or --out DIR) entirely: run tests/reference/make_vae_single_file.py after it, which
+adds the single-file (LDM key names) copy of vae_kl and its cases.
 
 What is recorded:
   * AutoencoderKL with enable_tiling() (diffusers 0.27 semantics: tile_sample_min_size =
