@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli_run.h"
+#include "scratch.h"
 #include "sd/error.h"
 #include "sd/image.h"
 #include "sd/sha256.h"
@@ -49,16 +50,7 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   out << bytes;
 }
 
-// The error message of f(), or "" if it did not throw.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const sd::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using scratch::error_of;  // the error message of f(), or "" if it did not throw
 
 }  // namespace
 

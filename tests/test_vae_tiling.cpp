@@ -19,25 +19,15 @@
 #include "models/vae_tiling.h"
 #include "sd/error.h"
 #include "sd/safetensors.h"
+#include "vae_ref.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path vae_data() { return fs::path(LIBSD_SOURCE_DIR) / "tests/data/vae"; }
-
-const nlohmann::json& vae_manifest() {
-  static const nlohmann::json m = [] {
-    std::ifstream in(vae_data() / "manifest.json");
-    if (!in) throw std::runtime_error("cannot open " + (vae_data() / "manifest.json").string());
-    return nlohmann::json::parse(in);
-  }();
-  return m;
-}
-
-sd::StateDict case_tensors(const nlohmann::json& c) {
-  return sd::load_safetensors(vae_data() / (c["name"].get<std::string>() + ".safetensors"));
-}
+fs::path vae_data() { return vae_ref::dir(); }
+const nlohmann::json& vae_manifest() { return vae_ref::manifest(); }
+using vae_ref::case_tensors;
 
 sd::AutoencoderKL tiny_kl() {
   const auto dir = vae_data() / "vae_kl";

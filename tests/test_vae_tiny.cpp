@@ -15,15 +15,17 @@
 #include "core/json_config.h"
 #include "golden.h"
 #include "models/vae_tiny.h"
+#include "scratch.h"
 #include "sd/error.h"
 #include "sd/safetensors.h"
+#include "vae_ref.h"
 #include "weights/bind.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path vae_data() { return fs::path(LIBSD_SOURCE_DIR) / "tests/data/vae"; }
+fs::path vae_data() { return vae_ref::dir(); }
 fs::path taesd_dir() { return vae_data() / "taesd"; }
 fs::path original_dir() { return vae_data() / "taesd_original"; }
 
@@ -33,41 +35,17 @@ nlohmann::json read_json(const fs::path& path) {
   return nlohmann::json::parse(in);
 }
 
-const nlohmann::json& vae_manifest() {
-  static const nlohmann::json m = read_json(vae_data() / "manifest.json");
-  return m;
-}
-
-sd::StateDict case_tensors(const nlohmann::json& c) {
-  return sd::load_safetensors(vae_data() / (c["name"].get<std::string>() + ".safetensors"));
-}
+const nlohmann::json& vae_manifest() { return vae_ref::manifest(); }
+using vae_ref::case_tensors;
 
 // A fresh folder per test, removed afterwards.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("libsd_test_vae_tiny_" + std::to_string(::getpid()) + "_" + name)) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : scratch::Dir {
+  explicit TempDir(const std::string& name) : scratch::Dir("vae_tiny", name) {}
 };
 
 void write_json(const fs::path& path, const nlohmann::json& j) { std::ofstream(path) << j.dump(2); }
 
-// The message of the sd::Error that `f` throws ("" if it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const sd::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using scratch::error_of;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 

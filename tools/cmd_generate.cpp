@@ -28,7 +28,7 @@ struct GenerateArgs {
   int steps = 50, height = 0, width = 0, batch = 1, threads = 0, clip_skip = 0;
   double guidance = 7.5, eta = 0.0;
   std::optional<double> strength;
-  std::string vae_tiling = "off", vae_tiny;
+  std::string vae_tiling = "off", vae_tiny, vae;
   int64_t vae_memory_limit_mib = 0;
   int64_t memory_limit_mib = 0;
   uint64_t seed = 0;
@@ -125,6 +125,9 @@ Run add_generate(CLI::App& app) {
   app.add_option("--vae-tiny", a->vae_tiny,
                  "decode (and encode) with the tiny autoencoder TAESD: a diffusers AutoencoderTiny folder, "
                  "taesd_decoder.safetensors, or random:taesd");
+  app.add_option("--vae", a->vae,
+                 "a VAE replacing the model's: a diffusers VAE folder, or a .safetensors VAE file with LDM "
+                 "(vae-ft-mse style) or diffusers names that fits the model's vae/config.json");
   app.add_option("--prepack-max-pixels", a->prepack_max_pixels,
                  "CPU: convolutions on inputs of at most this many pixels keep a weight copy reordered for oneDNN; "
                  "-1 = libsd's choice per precision, 0 = off (less memory)")
@@ -158,6 +161,7 @@ Run add_generate(CLI::App& app) {
                                                                                            : sd::VaeTiling::kOff;
     load.vae_memory_limit = a->vae_memory_limit_mib * (int64_t{1} << 20);
     load.vae_tiny = a->vae_tiny;
+    load.vae = a->vae;
     load.memory_limit = a->memory_limit_mib > 0 ? a->memory_limit_mib * (int64_t{1} << 20) : a->memory_limit_mib;
     // LoRA files are hashed before the model loads: a missing file fails in a second.
     nlohmann::json loras = nlohmann::json::array();
@@ -233,6 +237,7 @@ Run add_generate(CLI::App& app) {
         {"guidance_scale", a->guidance}, {"height", result.height}, {"width", result.width}, {"batch", a->batch},
         {"precision", a->precision}, {"autocast", a->autocast}, {"device", a->device}, {"model", a->model},
         {"eta", a->eta}, {"clip_skip", a->clip_skip}, {"decoder", pipe.info().decoder},
+        {"vae", pipe.info().vae_source},
         {"vae_tiling", a->vae_tiling},
         {"timings_s",
          {{"load", pipe.info().load_s},

@@ -21,7 +21,7 @@ namespace {
 
 struct ServeArgs {
   std::string model = "random:sd-v1-5", device = "cpu", precision = "fp32", host = "127.0.0.1", api_key;
-  std::string vae_tiny, config_dir;
+  std::string vae_tiny, vae, config_dir;
   int port = 8080, max_batch = 1, max_queue = 16, threads = 0, http_threads = 0;
   int max_side = 1024, max_images = 8, max_steps = 150, shutdown_timeout_s = 30, request_timeout_s = 600;
   int64_t max_body_kib = 8192;
@@ -49,6 +49,7 @@ Run add_serve(CLI::App& app) {
   app.add_option("--threads", a->threads, "CPU threads of the pipeline (0: all cores)")->check(CLI::Range(0, 4096));
   app.add_option("--config-dir", a->config_dir, "configs + tokenizer for a single-file checkpoint");
   app.add_option("--vae-tiny", a->vae_tiny, "decode with the tiny autoencoder TAESD (folder, file or random:taesd)");
+  app.add_option("--vae", a->vae, "a VAE replacing the model's: a diffusers VAE folder or a .safetensors VAE file");
   app.add_flag("--no-img2img", a->no_img2img, "do not load the VAE encoder (saves memory; init_image is refused)");
   app.add_option("--host", a->host, "address to listen on (0.0.0.0: every interface)")->capture_default_str();
   app.add_option("--port", a->port, "TCP port (0: any free one, printed on stdout)")->capture_default_str()
@@ -83,6 +84,7 @@ Run add_serve(CLI::App& app) {
     load.threads = a->threads;
     load.config_dir = a->config_dir;
     load.vae_tiny = a->vae_tiny;
+    load.vae = a->vae;
     load.vae_encoder = !a->no_img2img;
     auto pipe = sd::Pipeline::load(a->model, load);
 

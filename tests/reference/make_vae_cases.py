@@ -10,7 +10,8 @@ Reference stack (pinned; the script refuses another diffusers version): torch 2.
 diffusers 0.27.2, safetensors, numpy. Nothing is downloaded: both models are built from their
 configs with seeded random weights. Deterministic: one CPU thread, seeded generators, torch
 deterministic algorithms, sorted JSON; the same versions write the same bytes. It replaces
-tests/data/vae/ (or --out DIR) entirely.
+tests/data/vae/ (or --out DIR) entirely: run tests/reference/make_vae_single_file.py after it, which
+adds the single-file (LDM key names) copy of vae_kl and its cases.
 
 What is recorded:
   * AutoencoderKL with enable_tiling() (diffusers 0.27 semantics: tile_sample_min_size =
@@ -268,16 +269,46 @@ def tiny_encode_case(t32, t64, batch, h, w, seed):
 
 # --------------------------------------------------------------------------------------------------
 
-def main():
+def write_case(out, name, kind, model, doc, result, entry_extra=None):
+    """Writes cases/<name>.safetensors and .json under `out`; returns its manifest entry (plus
+    `entry_extra`). Refuses a case whose plausible mistakes land within its tolerance."""
+    tensors, tol, sens, extra = result
+    path = out / (name + ".safetensors")
+    rc.save_tensors(path, tensors)
+    info = rc.tensor_info({k: rc.to_stored(v) for k, v in tensors.items()})
+    meta = {"name": name, "kind": kind, "model": model, "doc": doc, "tolerance": tol,
+            "sensitivity_max_abs": sens, "tensors": info}
+    meta.update(extra)
+    rc.write_json(out / (name + ".json"), meta)
+    entry = {"name": name, "kind": kind, "model": model, "files": [name + ".safetensors", name + ".json"],
+             "tensors": info, "sha256": {name + ".safetensors": rc.sha256(path)}, "tolerance": tol,
+             "sensitivity_max_abs": sens}
+    entry.update(extra)
+    entry.update(entry_extra or {})
+    worst = min(sens.values())
+    if worst <= tol["atol"]:
+        rc.fail(f"{name}: sensitivity {sens} does not exceed atol {tol['atol']}")
+    print(f"{name}: atol {tol['atol']:.3g} rtol {tol['rtol']:.3g} "
+          f"(fp32 vs fp64 {tol['measured_fp32_vs_fp64_max_abs']:.3g} abs, "
+          f"{tol['measured_fp32_vs_fp64_max_rel']:.3g} rel); sensitivity {sens}; {extra.get('tiles', '')}"
+          f"{extra.get('stats', '')}")
+    return entry
+
+
+def output_folder(doc):
+    """The --out folder of a VAE reference script (default tests/data/vae), once the pinned versions
+    are checked and torch is made deterministic."""
     repo = Path(__file__).resolve().parents[2]
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--out", type=Path, default=repo / "tests" / "data" / "vae")
     args = ap.parse_args()
-
     rc.check_versions(PINNED, TORCH_TESTED)
     rc.deterministic()
+    return args.out
 
-    out = args.out
+
+def main():
+    out = output_folder(__doc__)
     if out.exists():
         shutil.rmtree(out)
     kl32 = make_kl(out / "vae_kl")
@@ -310,26 +341,7 @@ def main():
                             "'encoder.layers.' + k; decoder key 'N.rest' -> 'decoder.layers.' + str(N - 1) + '.rest'"})
 
     def add(name, kind, model, doc, result):
-        tensors, tol, sens, extra = result
-        path = out / (name + ".safetensors")
-        rc.save_tensors(path, tensors)
-        info = rc.tensor_info({k: rc.to_stored(v) for k, v in tensors.items()})
-        meta = {"name": name, "kind": kind, "model": model, "doc": doc, "tolerance": tol,
-                "sensitivity_max_abs": sens, "tensors": info}
-        meta.update(extra)
-        rc.write_json(out / (name + ".json"), meta)
-        entry = {"name": name, "kind": kind, "model": model, "files": [name + ".safetensors", name + ".json"],
-                 "tensors": info, "sha256": {name + ".safetensors": rc.sha256(path)}, "tolerance": tol,
-                 "sensitivity_max_abs": sens}
-        entry.update(extra)
-        cases.append(entry)
-        worst = min(sens.values())
-        if worst <= tol["atol"]:
-            rc.fail(f"{name}: sensitivity {sens} does not exceed atol {tol['atol']}")
-        print(f"{name}: atol {tol['atol']:.3g} rtol {tol['rtol']:.3g} "
-              f"(fp32 vs fp64 {tol['measured_fp32_vs_fp64_max_abs']:.3g} abs, "
-              f"{tol['measured_fp32_vs_fp64_max_rel']:.3g} rel); sensitivity {sens}; {extra.get('tiles', '')}"
-              f"{extra.get('stats', '')}")
+        cases.append(write_case(out, name, kind, model, doc, result))
 
     dec_doc = "vae.enable_tiling(); vae.decode(latents).sample (latents already / scaling_factor; raw output, not clamped)"
     add("cases/kl_tiled_decode_b2_64x64", "vae_tiled_decode", "vae_kl", dec_doc,

@@ -76,6 +76,12 @@ struct LoadOptions {
   // an encoder): a diffusers AutoencoderTiny folder, or madebyollin's taesd_decoder.safetensors (with
   // taesd_encoder.safetensors beside it); "random:taesd" for timing. Much faster, approximate images.
   std::string vae_tiny;
+  // A VAE replacing the model's (decoding and encoding): a diffusers VAE folder (config.json +
+  // diffusion_pytorch_model.safetensors, its own config), or a single .safetensors VAE checkpoint
+  // with the original LDM names (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or diffusers' names,
+  // which must fit the model's vae/config.json. Works with "random:" models too. Checked before
+  // binding: another kind of file, or a VAE of another size, is an sd::Error naming the file.
+  std::string vae;
   int64_t attention_slice = 0;         // >0: attention in query slices of this many rows (bounds memory)
   // generate() first estimates the memory of its largest stage (the UNet's activations, the VAE's
   // decode or encode) and refuses, with an sd::Error saying what it needs and what lowers it, a
@@ -193,6 +199,9 @@ struct ModelInfo {
   int64_t default_width = 512, default_height = 512;  // the UNet's sample_size x the VAE factor
   bool has_vae_encoder = false;        // loaded with LoadOptions::vae_encoder
   std::string decoder = "AutoencoderKL";  // or "AutoencoderTiny" (LoadOptions::vae_tiny)
+  // Where the AutoencoderKL's weights came from: the model's VAE file, "random weights", or
+  // LoadOptions::vae's file with its layout ("PATH (single file, LDM names)").
+  std::string vae_source;
   double vae_scaling_factor = 0.18215;
   std::string prediction_type;
   double load_s = 0;

@@ -9,6 +9,7 @@
 #include "core/global_generator.h"
 #include "core/log_macros.h"
 #include "pipeline/model_source.h"
+#include "pipeline/separate_vae.h"
 #include "pipeline/weight_shapes_check.h"
 #include "sd/error.h"
 #include "sd/safetensors.h"
@@ -143,6 +144,12 @@ Components load_components(const std::string& model, const LoadOptions& options)
 
   // 2. The weights, as views of the mapped files: only their headers are read here. The configs
   //    are checked against their shapes before any module is built (pipeline/weight_shapes_check.h).
+  //    A separate VAE (LoadOptions::vae) first: a file that does not fit fails before the rest loads.
+  std::optional<SeparateVae> separate_vae;
+  if (!options.vae.empty()) {
+    separate_vae = read_separate_vae(options.vae, configs.vae, (config_dir / "vae/config.json").string(),
+                                     options.variant);
+  }
   const std::vector<std::string> text_ignores{kTextEncoderNonWeights};
   StateDict text_weights, unet_weights, vae_weights;
   std::string text_origin, unet_origin, vae_origin;
@@ -150,17 +157,19 @@ Components load_components(const std::string& model, const LoadOptions& options)
     const fs::path dir(model);
     const fs::path text_file = component_weights(dir / "text_encoder", "model", options.variant);
     const fs::path unet_file = component_weights(dir / "unet", "diffusion_pytorch_model", options.variant);
-    const fs::path vae_file = component_weights(dir / "vae", "diffusion_pytorch_model", options.variant);
     text_weights = load_safetensors(text_file);
     unet_weights = load_safetensors(unet_file);
-    vae_weights = load_safetensors(vae_file);
-    rename_legacy_vae_attention(vae_weights);
     text_origin = text_file.string();
     unet_origin = unet_file.string();
-    vae_origin = vae_file.string();
     check_text_encoder_weights(configs.text, text_weights, (dir / "text_encoder/config.json").string(), text_origin);
     check_unet_weights(configs.unet, unet_weights, (dir / "unet/config.json").string(), unet_origin);
-    check_vae_weights(configs.vae, vae_weights, (dir / "vae/config.json").string(), vae_origin);
+    if (!separate_vae) {
+      const fs::path vae_file = component_weights(dir / "vae", "diffusion_pytorch_model", options.variant);
+      vae_weights = load_safetensors(vae_file);
+      rename_legacy_vae_attention(vae_weights);
+      vae_origin = vae_file.string();
+      check_vae_weights(configs.vae, vae_weights, (dir / "vae/config.json").string(), vae_origin);
+    }
   } else if (!random) {
     const fs::path file(model);
     SplitCheckpoint split =
@@ -178,8 +187,11 @@ Components load_components(const std::string& model, const LoadOptions& options)
     check_text_encoder_weights(configs.text, text_weights, (config_dir / "text_encoder/config.json").string(),
                                text_origin);
     check_unet_weights(configs.unet, unet_weights, (config_dir / "unet/config.json").string(), unet_origin);
-    check_vae_weights(configs.vae, vae_weights, (config_dir / "vae/config.json").string(), vae_origin);
+    if (!separate_vae) {
+      check_vae_weights(configs.vae, vae_weights, (config_dir / "vae/config.json").string(), vae_origin);
+    }
   }
+  if (separate_vae) configs.vae = separate_vae->config;  // a VAE folder's own config builds the VAE
 
   // 3. The modules.
   Components out = [&] {
@@ -191,13 +203,15 @@ Components load_components(const std::string& model, const LoadOptions& options)
     // One seed per module, so the UNet's weights do not depend on the text encoder's size.
     randomize_weights(*out.text_encoder, options.random_seed);
     randomize_weights(*out.unet, options.random_seed + 1);
-    randomize_weights(*out.vae, options.random_seed + 2);
+    if (!separate_vae) randomize_weights(*out.vae, options.random_seed + 2);
   } else {
     // 4. The weights bound.
     bind_component(*out.text_encoder, text_weights, text_origin, text_ignores);
     bind_component(*out.unet, unet_weights, unet_origin, {});
-    bind_component(*out.vae, vae_weights, vae_origin, vae_ignores(options.vae_encoder));
+    if (!separate_vae) bind_component(*out.vae, vae_weights, vae_origin, vae_ignores(options.vae_encoder));
   }
+  if (separate_vae) bind_separate_vae(out.vae, *separate_vae, vae_ignores(options.vae_encoder));
+  out.info.vae_source = separate_vae ? separate_vae->source() : random ? "random weights" : vae_origin;
   if (!options.vae_tiny.empty()) attach_tiny_vae(out, options);
   out.info.source = model;
   out.info.text_encoder_parameters = count_parameters(*out.text_encoder);
