@@ -60,6 +60,26 @@ TEST_CASE("sd generate with batch > 1 writes numbered images", "[unit][cli]") {
   CHECK_FALSE(fs::exists(png));
 }
 
+TEST_CASE("sd generate --preview rewrites a preview PNG during the run, the last one the image itself", "[unit][cli]") {
+  const auto png = temp_dir() / "watched.png", preview = temp_dir() / "watched.preview.png";
+  fs::remove(preview);
+  // Every step previewed with the model's VAE: the last preview decodes the final latents, the image.
+  auto r = run_sd("generate --model '" + tiny() + "' --prompt 'a fox' --steps 3 --height 64 --width 64 -q "
+                  "--preview '" + preview.string() + "' --preview-every 1 -o '" + png.string() + "'");
+  REQUIRE(r.code == 0);
+  REQUIRE(fs::exists(preview));
+  CHECK(slurp(preview) == slurp(png));
+  const auto sidecar = nlohmann::json::parse(slurp(temp_dir() / "watched.json"));
+  CHECK(sidecar["preview"]["every"] == 1);
+  CHECK(sidecar["preview"]["decoder"] == "AutoencoderKL");
+  CHECK(sidecar["timings_s"]["preview"].get<double>() > 0);
+  // --preview-every and --preview-vae-tiny mean nothing without --preview: usage errors.
+  CHECK(run_sd("generate --model '" + tiny() + "' --prompt x --preview-every 2").code == 2);
+  CHECK(run_sd("generate --model '" + tiny() + "' --prompt x --preview-vae-tiny random:taesd").code == 2);
+  CHECK(run_sd("generate --model '" + tiny() + "' --prompt x --preview '" + preview.string() +
+                "' --preview-every 0").code == 2);
+}
+
 TEST_CASE("sd generate --no-cuda-graphs is accepted on the CPU and the sidecar says no graph ran", "[unit][cli]") {
   for (const std::string flag : {"", " --no-cuda-graphs"}) {
     INFO("flag:" << flag);

@@ -29,6 +29,8 @@ struct GenerateArgs {
   double guidance = 7.5, eta = 0.0;
   std::optional<double> strength;
   std::string vae_tiling = "off", vae_tiny, vae;
+  std::string preview, preview_vae_tiny;  // --preview PNG, rewritten every --preview-every steps
+  int preview_every = 5;
   int64_t vae_memory_limit_mib = 0;
   int64_t memory_limit_mib = 0;
   uint64_t seed = 0;
@@ -128,6 +130,17 @@ Run add_generate(CLI::App& app) {
   app.add_option("--vae", a->vae,
                  "a VAE replacing the model's: a diffusers VAE folder, or a .safetensors VAE file with LDM "
                  "(vae-ft-mse style) or diffusers names that fits the model's vae/config.json");
+  auto* preview = app.add_option("--preview", a->preview,
+                                 "rewrite this PNG (atomically) with a preview of the first image every "
+                                 "--preview-every steps, to watch a long run");
+  app.add_option("--preview-every", a->preview_every, "steps between previews")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000))
+      ->needs(preview);
+  app.add_option("--preview-vae-tiny", a->preview_vae_tiny,
+                 "decode the previews with this tiny autoencoder (as --vae-tiny; random:taesd for timing) while "
+                 "the model's VAE makes the image; default: the image's decoder (slow with the full VAE)")
+      ->needs(preview);
   app.add_option("--prepack-max-pixels", a->prepack_max_pixels,
                  "CPU: convolutions on inputs of at most this many pixels keep a weight copy reordered for oneDNN; "
                  "-1 = libsd's choice per precision, 0 = off (less memory)")
@@ -161,6 +174,7 @@ Run add_generate(CLI::App& app) {
                                                                                            : sd::VaeTiling::kOff;
     load.vae_memory_limit = a->vae_memory_limit_mib * (int64_t{1} << 20);
     load.vae_tiny = a->vae_tiny;
+    load.preview_vae_tiny = a->preview_vae_tiny;
     load.vae = a->vae;
     load.memory_limit = a->memory_limit_mib > 0 ? a->memory_limit_mib * (int64_t{1} << 20) : a->memory_limit_mib;
     // LoRA files are hashed before the model loads: a missing file fails in a second.
@@ -204,6 +218,11 @@ Run add_generate(CLI::App& app) {
     // Fail on an unwritable output before spending minutes on the model.
     const auto out_dir = std::filesystem::absolute(a->output).parent_path();
     SD_CHECK(std::filesystem::is_directory(out_dir), a->output, ": the folder ", out_dir.string(), " does not exist");
+    if (!a->preview.empty()) {
+      const auto preview_dir = std::filesystem::absolute(a->preview).parent_path();
+      SD_CHECK(std::filesystem::is_directory(preview_dir), a->preview, ": the folder ", preview_dir.string(),
+               " does not exist");
+    }
 
     auto pipe = sd::Pipeline::load(a->model, load);
     // What the command line gets wrong about this model is still a usage error.
@@ -213,7 +232,9 @@ Run add_generate(CLI::App& app) {
                        std::to_string(train_steps) + " training steps)");
     }
     ProgressBar bar(!a->quiet && ::isatty(STDERR_FILENO));
-    opt.on_step = [&bar](const sd::StepInfo& step) {
+    if (!a->preview.empty()) opt.preview_every = a->preview_every;
+    opt.on_step = [&bar, &a](const sd::StepInfo& step) {
+      if (step.preview.defined()) sd::write_png(a->preview, sd::to_images(step.preview.narrow(0, 0, 1)).front());
       bar.update(step.index + 1, step.count);
       return sd::StepAction::kContinue;
     };
@@ -261,6 +282,11 @@ Run add_generate(CLI::App& app) {
     }
     sidecar["truncated_tokens"] = result.truncated_tokens;
     sidecar["cuda_graph"] = result.cuda_graph;  // whether the UNet replayed a CUDA graph
+    if (!a->preview.empty()) {
+      sidecar["preview"] = {{"path", a->preview}, {"every", a->preview_every},
+                            {"decoder", pipe.info().preview_decoder}};
+      sidecar["timings_s"]["preview"] = result.timings.preview_s;
+    }
     if (opt.init_image) {
       sidecar["mode"] = opt.mask ? "inpaint" : "img2img";
       sidecar["strength"] = result.strength;

@@ -76,6 +76,10 @@ struct LoadOptions {
   // an encoder): a diffusers AutoencoderTiny folder, or madebyollin's taesd_decoder.safetensors (with
   // taesd_encoder.safetensors beside it); "random:taesd" for timing. Much faster, approximate images.
   std::string vae_tiny;
+  // A tiny autoencoder for the previews only (GenerateOptions::preview_every), beside the model's VAE,
+  // which still makes the final image: the same forms as vae_tiny. Without it previews use vae_tiny
+  // where that is given, else the model's VAE (a full decode per preview: slow).
+  std::string preview_vae_tiny;
   // A VAE replacing the model's (decoding and encoding): a diffusers VAE folder (config.json +
   // diffusion_pytorch_model.safetensors, its own config), or a single .safetensors VAE checkpoint
   // with the original LDM names (e.g. vae-ft-mse-840000-ema-pruned.safetensors) or diffusers' names,
@@ -111,6 +115,11 @@ struct StepInfo {
   int count = 0;                       // number of steps it runs (UNet evaluations; fewer with strength < 1)
   double timestep = 0;
   const at::Tensor& latents;           // fp32 latents after this step
+  // On the steps GenerateOptions::preview_every asks for: those latents decoded by the preview
+  // decoder (ModelInfo::preview_decoder), [B, 3, H, W] fp32 in [0, 1] on the CPU; sd::to_images
+  // makes images of it. Undefined on the other steps. The latents of the early steps are still
+  // mostly noise, and so are their previews.
+  at::Tensor preview;
 };
 
 struct GenerateOptions {
@@ -133,6 +142,10 @@ struct GenerateOptions {
   bool decode = true;                  // false: stop at the latents
   bool keep_step_latents = false;      // fill GenerateResult::step_latents
   std::function<StepAction(const StepInfo&)> on_step;
+  // With on_step: a preview image every this many steps (after steps N, 2N, ... as StepInfo counts
+  // them, i.e. UNet evaluations: PNDM runs one more than `steps`), in StepInfo::preview.
+  // 0: none. Its time is in Timings::preview_s (and in denoise_s, whose loop it runs in).
+  int preview_every = 0;
 
   // Image-to-image (diffusers' StableDiffusionImg2ImgPipeline): start from this image, VAE-encoded and
   // noised to `strength`, instead of from pure noise. Resized with Pillow's Lanczos filter when its
@@ -153,6 +166,7 @@ struct Timings {
   double text_encoder_s = 0;           // tokenizing and the text encoder
   double encode_s = 0;                 // VAE encoding of the init image (and of the masked image)
   double denoise_s = 0, decode_s = 0, total_s = 0;
+  double preview_s = 0;                // the previews' decodes (GenerateOptions::preview_every)
   // Each UNet evaluation and each scheduler step. On CUDA timed by CUDA events on the device's
   // stream and read after the loop, so the loop never waits for the GPU to time a step.
   std::vector<double> unet_s;
@@ -199,6 +213,9 @@ struct ModelInfo {
   int64_t default_width = 512, default_height = 512;  // the UNet's sample_size x the VAE factor
   bool has_vae_encoder = false;        // loaded with LoadOptions::vae_encoder
   std::string decoder = "AutoencoderKL";  // or "AutoencoderTiny" (LoadOptions::vae_tiny)
+  // What decodes the previews: "AutoencoderTiny" (LoadOptions::preview_vae_tiny or vae_tiny) or
+  // "AutoencoderKL" (the model's VAE).
+  std::string preview_decoder = "AutoencoderKL";
   // Where the AutoencoderKL's weights came from: the model's VAE file, "random weights", or
   // LoadOptions::vae's file with its layout ("PATH (single file, LDM names)").
   std::string vae_source;

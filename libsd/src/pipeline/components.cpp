@@ -44,7 +44,7 @@ std::vector<std::string> vae_ignores(bool with_encoder) {
 using Configs = ModelConfigs;
 
 Components build(const Configs& c, const fs::path& tokenizer_dir, const LoadOptions& options) {
-  Components out{CLIPTokenizer::from_folder(tokenizer_dir), nullptr, nullptr, nullptr, nullptr, {}, {}};
+  Components out{CLIPTokenizer::from_folder(tokenizer_dir), nullptr, nullptr, nullptr, nullptr, nullptr, {}, {}};
   out.text_encoder = CLIPTextModel(c.text);
   out.unet = UNet2DConditionModel(c.unet);
   out.vae = AutoencoderKL(c.vae, options.vae_encoder);
@@ -111,22 +111,37 @@ VAELayout vae_layout_of(const VAEConfig& config) {
 
 namespace {
 
-// The tiny autoencoder must fit the model: the same latent channels and the VAE's scale factor.
-void attach_tiny_vae(Components& out, const LoadOptions& options) {
-  const std::string& path = options.vae_tiny;
+// A tiny autoencoder (a file, a folder or "random:taesd") that must fit the model: the same latent
+// channels and the VAE's scale factor.
+AutoencoderTiny load_tiny_vae_for(const std::string& path, bool with_encoder, const ModelInfo& info,
+                                  uint64_t random_seed) {
+  AutoencoderTiny tiny{nullptr};
   if (path == "random:taesd") {
     GlobalGeneratorRestorer restore;
-    out.vae_tiny = AutoencoderTiny(TinyVAEConfig{}, options.vae_encoder);
-    randomize_weights(*out.vae_tiny, options.random_seed + 3);
+    tiny = AutoencoderTiny(TinyVAEConfig{}, with_encoder);
+    randomize_weights(*tiny, random_seed);
   } else {
-    out.vae_tiny = load_autoencoder_tiny(path, options.vae_encoder);
+    tiny = load_autoencoder_tiny(path, with_encoder);
   }
-  const TinyVAEConfig& c = out.vae_tiny->config;
-  SD_CHECK(c.latent_channels == out.info.latent_channels, path, ": the tiny autoencoder has ", c.latent_channels,
-           " latent channels, the model ", out.info.latent_channels);
-  SD_CHECK(c.upscale_factor() == out.info.vae_scale_factor, path, ": the tiny autoencoder scales latents by ",
-           c.upscale_factor(), ", the model's VAE by ", out.info.vae_scale_factor);
-  out.info.decoder = "AutoencoderTiny";
+  const TinyVAEConfig& c = tiny->config;
+  SD_CHECK(c.latent_channels == info.latent_channels, path, ": the tiny autoencoder has ", c.latent_channels,
+           " latent channels, the model ", info.latent_channels);
+  SD_CHECK(c.upscale_factor() == info.vae_scale_factor, path, ": the tiny autoencoder scales latents by ",
+           c.upscale_factor(), ", the model's VAE by ", info.vae_scale_factor);
+  return tiny;
+}
+
+void attach_tiny_vaes(Components& out, const LoadOptions& options) {
+  if (!options.vae_tiny.empty()) {
+    out.vae_tiny = load_tiny_vae_for(options.vae_tiny, options.vae_encoder, out.info, options.random_seed + 3);
+    out.info.decoder = "AutoencoderTiny";
+    out.info.preview_decoder = "AutoencoderTiny";
+  }
+  if (!options.preview_vae_tiny.empty()) {
+    // Previews never encode: the decoder only. "random:taesd" has the same weights in either role.
+    out.preview_tiny = load_tiny_vae_for(options.preview_vae_tiny, false, out.info, options.random_seed + 3);
+    out.info.preview_decoder = "AutoencoderTiny";
+  }
 }
 
 }  // namespace
@@ -212,7 +227,7 @@ Components load_components(const std::string& model, const LoadOptions& options)
   }
   if (separate_vae) bind_separate_vae(out.vae, *separate_vae, vae_ignores(options.vae_encoder));
   out.info.vae_source = separate_vae ? separate_vae->source() : random ? "random weights" : vae_origin;
-  if (!options.vae_tiny.empty()) attach_tiny_vae(out, options);
+  attach_tiny_vaes(out, options);
   out.info.source = model;
   out.info.text_encoder_parameters = count_parameters(*out.text_encoder);
   out.info.unet_parameters = count_parameters(*out.unet);

@@ -22,6 +22,7 @@ struct Components {
   UNet2DConditionModel unet{nullptr};
   AutoencoderKL vae{nullptr};
   AutoencoderTiny vae_tiny{nullptr};  // LoadOptions::vae_tiny: decodes (and encodes) instead of `vae`
+  AutoencoderTiny preview_tiny{nullptr};  // LoadOptions::preview_vae_tiny: decodes the previews only
   SchedulerConfig scheduler_config;
   ModelInfo info;
 };

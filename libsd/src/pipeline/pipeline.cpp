@@ -126,6 +126,9 @@ struct Pipeline::Impl {
   // text-to-image items, each item's noise from its own generator, concatenated in item order.
   GenerateResult run(Pipeline& self, const std::vector<BatchPrompt>& items, const GenerateOptions& options);
   torch::Tensor model_input(const torch::Tensor& x) const { return x.to(device, dtype).contiguous(memory_format); }
+  // StepInfo::preview of `latents`: [B, 3, H, W] fp32 in [0, 1] on the CPU, from
+  // LoadOptions::preview_vae_tiny, else from what decode() uses.
+  torch::Tensor preview(Pipeline& self, const torch::Tensor& latents);
 
   // Whether the VAE tiles this decode (latents) or encode (image) shape: LoadOptions::vae_tiling.
   // kAuto compares the untiled decode's estimated activations (for an encode: of the latents it
@@ -178,7 +181,9 @@ struct Pipeline::Impl {
                                     : estimate_decode_peak_bytes(vae, latents, dtype, decode_memory);
       };
       // The encoder mirrors the decoder: its estimate stands for the init image's encode too.
-      if (o.decode) stages.push_back({"the VAE decode", vae_bytes()});
+      // Previews without a TAESD of their own are the same decode, at the steps that ask for one.
+      const bool vae_previews = o.preview_every > 0 && o.on_step && !parts.preview_tiny;
+      if (o.decode || vae_previews) stages.push_back({"the VAE decode", vae_bytes()});
       if (o.init_image) stages.push_back({"the VAE encode", vae_bytes()});
     }
     const StageEstimate& largest =
@@ -233,6 +238,7 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
   auto& p = impl->parts;
   std::vector<torch::nn::Module*> modules{p.text_encoder.get(), p.unet.get(), p.vae.get()};
   if (p.vae_tiny) modules.push_back(p.vae_tiny.get());
+  if (p.preview_tiny) modules.push_back(p.preview_tiny.get());
   for (torch::nn::Module* m : modules) {
     m->eval();
     m->to(device, impl->dtype);
@@ -499,6 +505,7 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
   SD_CHECK(options.steps <= s.parts.scheduler_config.num_train_timesteps, "steps must be at most the schedule's ",
            s.parts.scheduler_config.num_train_timesteps, " training steps (num_train_timesteps), got ", options.steps);
   SD_CHECK(options.clip_skip >= 0, "clip_skip must be 0 (last layer) or positive, got ", options.clip_skip);
+  SD_CHECK(options.preview_every >= 0, "preview_every must be >= 0 (0: no previews), got ", options.preview_every);
   s.check_memory(options, request.width, request.height);
   const int64_t f = info.vae_scale_factor;
   result.width = request.width;
@@ -618,7 +625,12 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
     scheduler_timer->end();
     if (options.keep_step_latents) result.step_latents.push_back(latents.to(torch::kCPU));
     if (options.on_step) {
-      StepInfo step{i, count, t.item<double>(), latents};
+      StepInfo step{i, count, t.item<double>(), latents, {}};
+      if (options.preview_every > 0 && (i + 1) % options.preview_every == 0) {
+        const auto preview_start = Clock::now();
+        step.preview = s.preview(self, latents);
+        result.timings.preview_s += s.seconds_since(preview_start);
+      }
       if (options.on_step(step) == StepAction::kStop) {
         result.stopped = true;
         break;
@@ -650,6 +662,15 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
                       "such requests up front");
 }
 
+
+torch::Tensor Pipeline::Impl::preview(Pipeline& self, const torch::Tensor& latents) {
+  RECORD_USER_SCOPE("sd::preview_decode");
+  AutoencoderTiny& tiny = parts.preview_tiny;
+  if (!tiny) return self.decode(latents).to(torch::kCPU);
+  PrecisionScope precision(options.precision, options.autocast, device);
+  const auto image = tiny->decode(model_input(latents / tiny->config.scaling_factor)).to(torch::kFloat);
+  return (image / 2 + 0.5).clamp(0, 1).to(torch::kCPU).contiguous();
+}
 
 GenerateResult Pipeline::generate(const std::string& prompt, const GenerateOptions& options) {
   return impl_->run(*this, {BatchPrompt{prompt, options.negative_prompt, options.seed}}, options);
