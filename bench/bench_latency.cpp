@@ -40,6 +40,8 @@ struct LatencyArgs {
   std::optional<double> strength;
   std::string init_image;
   std::string cuda_graphs = "on";  // --cuda-graphs: on, off or on,off (LoadOptions::cuda_graphs)
+  std::string decoders = "vae";    // --decoder: comma list of vae, tiled, tiny
+  std::string stage = "generate";  // or "decode": the VAE decode alone, of random latents
 };
 
 // The init image of an image-to-image measurement: compute does not depend on its content, so a
@@ -144,9 +146,46 @@ std::vector<Row> profile_rows(sd::Pipeline& pipe, const LatencyArgs& a, const sd
   return rows;
 }
 
+// The decode stage alone (--stage decode) as a row: the common columns, then the decoder's.
+Row decode_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, const sd_bench::DecoderSpec& decoder,
+               const sd::Pipeline& pipe, int batch, const sd_bench::Measurement& m, const sd::ModelFlops& flops) {
+  const auto decode = sd_bench::summarize(m.decode);
+  Row row = sd_bench::configuration_row(a.common, precision, pipe, 0, batch);
+  row["steps"] = nullptr;
+  row["stage"] = "decode";
+  row["decoder"] = decoder.label;
+  row["decoder_class"] = pipe.info().decoder;
+  row["warmup"] = a.warmup;
+  row["repeats"] = a.repeats;
+  row["load_s"] = pipe.info().load_s;
+  row["vae_decode_s"] = sd_bench::stats_json(decode);
+  row["images_per_min"] = decode.median > 0 ? 60.0 * batch / decode.median : 0.0;
+  sd_bench::add_memory_columns(row, m.memory, "configuration");
+  // What the decodes added to the RSS the pipeline already had (its weights, and what the allocator
+  // kept of earlier pipelines in this process): the decoder's own peak.
+  const auto& mem = m.memory;
+  row["rss_at_start_bytes"] = mem.start_rss ? Row(*mem.start_rss) : Row(nullptr);
+  row["decode_rss_increase_bytes"] =
+      mem.rss_window && mem.peak_rss && mem.start_rss ? Row(*mem.peak_rss - *mem.start_rss) : Row(nullptr);
+  // The analytic count is the whole AutoencoderKL decoder's: tiles overlap, TAESD is another network.
+  row["vae_decode_gflop"] = decoder.label == "vae" ? Row(flops.vae_decode.total() / 1e9) : Row(nullptr);
+  row["vae_decode_tflops"] =
+      decoder.label == "vae" && decode.median > 0 ? Row(flops.vae_decode.total() / decode.median / 1e12) : Row(nullptr);
+  return row;
+}
+
+// Random latents of the configured size: a decoder's compute does not depend on their values.
+at::Tensor decode_latents(const LatencyArgs& a, const sd::Pipeline& pipe, int batch) {
+  const auto& info = pipe.info();
+  const int64_t f = info.vae_scale_factor;
+  auto generator = at::detail::createCPUGenerator(a.common.seed);
+  return torch::randn({batch, info.latent_channels, a.common.height / f, a.common.width / f}, generator,
+                      torch::TensorOptions().dtype(torch::kFloat));
+}
+
 // One measured configuration as a row: the common columns, then this tool's.
 Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, bool cuda_graphs,
-                const sd::Pipeline& pipe, int steps, int batch, const sd_bench::Measurement& m, const sd::ModelFlops& flops,
+                const sd_bench::DecoderSpec& decoder, const sd::Pipeline& pipe, int steps, int batch, const sd_bench::Measurement& m, const sd::ModelFlops& flops,
                 const std::map<std::string, double>& peaks) {
   const auto lat = sd_bench::summarize(m.latency);
   const auto per_eval = sd_bench::summarize(m.unet);
@@ -154,9 +193,12 @@ Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, 
   const double decode_s = sd_bench::summarize(m.decode).median;
   Row row = sd_bench::configuration_row(a.common, precision, pipe, steps, batch);
   row["mode"] = a.strength ? "img2img" : "txt2img";
+  row["decoder"] = decoder.label;
+  row["decoder_class"] = pipe.info().decoder;
   row["strength"] = a.strength ? Row(*a.strength) : Row(nullptr);
   row["cuda_graphs"] = cuda_graphs;
   row["cuda_graph"] = m.cuda_graph;
+  row["stage"] = "generate";
   row["warmup"] = a.warmup;
   row["repeats"] = a.repeats;
   row["load_s"] = pipe.info().load_s;
@@ -173,7 +215,9 @@ Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, 
   row["unet_batch"] = flops.unet_batch;
   row["unet_gflop"] = flops.unet.total() / 1e9;
   row["unet_tflops"] = tflops;
-  row["vae_decode_tflops"] = decode_s > 0 ? flops.vae_decode.total() / decode_s / 1e12 : 0.0;
+  // The analytic count is the whole AutoencoderKL decoder's: tiles overlap, TAESD is another network.
+  row["vae_decode_tflops"] =
+      decoder.label == "vae" && decode_s > 0 ? Row(flops.vae_decode.total() / decode_s / 1e12) : Row(nullptr);
   const auto peak = peak_for(peaks, precision.label);
   row["peak_tflops"] = peak ? Row(*peak) : Row(nullptr);
   row["fraction_of_peak"] = peak ? Row(tflops / *peak) : Row(nullptr);
@@ -207,64 +251,101 @@ int run(const LatencyArgs& a) {
   const auto peaks = parse_peaks(a.peak_tflops);
   if (a.flops_only) return flops_only(a, batches);
 
+  const auto decoders = sd_bench::parse_decoder_list(a.decoders);
+  const bool decode_only = a.stage == "decode";
+  // What --stage decode cannot do with the other options is the command line's error (exit 2).
+  auto refuse_with_decode_stage = [&](bool given, const std::string& what) {
+    if (decode_only && given) throw sd_bench::UsageError("--stage decode times the decoder alone: " + what);
+  };
+  refuse_with_decode_stage(a.strength.has_value(), "no --strength");
+  refuse_with_decode_stage(!a.profile.empty(), "--profile profiles whole generations");
+  refuse_with_decode_stage(a.output.csv_format == "lambda",
+                           "--csv-format lambda has the seed study's columns, of whole generations");
   const bool image_to_image = a.strength.has_value();
   const sd::Image init_image = image_to_image ? bench_init_image(a) : sd::Image{};
   const std::string device = sd_bench::device_name(a.common.device);
   std::vector<Row> rows, profiles;
-  sd_bench::Table table({"precision", "graphs", "batch", "steps", "UNet evals", "latency s (median)", "p90", "stdev",
-                         "UNet s/eval", "TFLOP/s", "text enc s", "VAE enc s", "VAE s", "peak mem"});
+  sd_bench::Table table({"precision", "graphs", "decoder", "batch", "steps", "UNet evals", "latency s (median)", "p90",
+                         "stdev", "UNet s/eval", "TFLOP/s", "text enc s", "VAE enc s", "VAE s", "peak mem"});
+  sd_bench::Table decode_table({"precision", "decoder", "batch", "size", "decode s (median)", "p90", "stdev",
+                                "images/min", "peak mem", "decode added"});
   std::vector<std::string> failures;
   int threads = at::get_num_threads();  // what the pipelines used, for the header line
   for (const auto& precision : precisions) {
     for (const bool graphs : graph_settings) {
-      const std::string setting = precision.label + (graph_settings.size() > 1 ? graphs ? " graphs" : " eager" : "");
-      // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
-      sd_bench::guarded(setting, &failures, [&] {
-        progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
-        sd::LoadOptions load = sd_bench::make_load_options(a.common, precision);
-        load.vae_encoder = image_to_image;
-        load.cuda_graphs = graphs;
-        auto pipe = sd::Pipeline::load(a.common.model, load);
-        threads = pipe.threads();
-        for (int batch : batches) {
-          const auto flops = sd::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
-          for (int steps : step_counts) {
-            auto gen = sd_bench::make_generate_options(a.common, steps, batch);
-            if (image_to_image) {
-              gen.init_image = init_image;
-              gen.strength = a.strength;
+      for (const auto& decoder : decoders) {
+        std::string setting = precision.label;
+        if (graph_settings.size() > 1) setting += graphs ? " graphs" : " eager";
+        if (decoders.size() > 1 || decoder.label != "vae") setting += " " + decoder.label;
+        // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
+        sd_bench::guarded(setting, &failures, [&] {
+          progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device);
+          sd::LoadOptions load = sd_bench::make_load_options(a.common, precision);
+          load.vae_encoder = image_to_image;
+          load.cuda_graphs = graphs;
+          sd_bench::apply_decoder(load, decoder, a.common);
+          // The decode stage is measured as asked, not refused by the estimate of a generation.
+          if (decode_only) load.memory_limit = -1;
+          auto pipe = sd::Pipeline::load(a.common.model, load);
+          threads = pipe.threads();
+          for (int batch : batches) {
+            const auto flops = sd::model_flops(a.common.model, batch, a.common.guidance > 1.0, a.common.height, a.common.width);
+            if (decode_only) {
+              const std::string config = setting + " batch " + std::to_string(batch) + " decode";
+              const auto m = sd_bench::measure_decodes(pipe, decode_latents(a, pipe, batch), a.warmup, a.repeats,
+                                                       progress, config);
+              const Row row = decode_row(a, precision, decoder, pipe, batch, m, flops);
+              rows.push_back(row);
+              const auto d = row["vae_decode_s"];
+              decode_table.add({precision.label, decoder.label, std::to_string(batch),
+                                std::to_string(a.common.width) + "x" + std::to_string(a.common.height),
+                                sd_bench::fixed(d["median"], 3), sd_bench::fixed(d["p90"], 3),
+                                sd_bench::fixed(d["stdev"], 3), sd_bench::fixed(row["images_per_min"], 1),
+                                sd_bench::format_bytes(m.memory.peak()),
+                                row["decode_rss_increase_bytes"].is_null()
+                                    ? std::string("-")
+                                    : sd_bench::format_bytes(row["decode_rss_increase_bytes"].get<int64_t>())});
+              continue;
             }
-            const std::string config = setting + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
-            const auto m = sd_bench::measure_configuration(pipe, a.common.prompt, gen, a.warmup, a.repeats, progress, config);
-            Row row = latency_row(a, precision, graphs, pipe, steps, batch, m, flops, peaks);
-            rows.push_back(row);
-            if (!a.profile.empty()) {
-              progress(config + ": profiled run");
-              Row profile_config;
-              for (const char* key : {"device", "libtorch", "git_revision", "threads", "model", "precision", "autocast",
-                                      "channels_last", "prepack_max_pixels", "scheduler", "steps", "batch", "height",
-                                      "width"}) {
-                profile_config[key] = row[key];
+            for (int steps : step_counts) {
+              auto gen = sd_bench::make_generate_options(a.common, steps, batch);
+              if (image_to_image) {
+                gen.init_image = init_image;
+                gen.strength = a.strength;
               }
-              for (auto& r : profile_rows(pipe, a, gen, profile_config)) profiles.push_back(std::move(r));
+              const std::string config = setting + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
+              const auto m = sd_bench::measure_configuration(pipe, a.common.prompt, gen, a.warmup, a.repeats, progress, config);
+              Row row = latency_row(a, precision, graphs, decoder, pipe, steps, batch, m, flops, peaks);
+              rows.push_back(row);
+              if (!a.profile.empty()) {
+                progress(config + ": profiled run");
+                Row profile_config;
+                for (const char* key : {"device", "libtorch", "git_revision", "threads", "model", "precision", "autocast",
+                                        "channels_last", "prepack_max_pixels", "scheduler", "steps", "batch", "height",
+                                        "width", "decoder"}) {
+                  profile_config[key] = row[key];
+                }
+                for (auto& r : profile_rows(pipe, a, gen, profile_config)) profiles.push_back(std::move(r));
+              }
+              const auto lat = row["latency_s"];
+              table.add({precision.label, graphs ? (m.cuda_graph ? "yes" : "asked") : "no", decoder.label,
+                         std::to_string(batch), std::to_string(steps), std::to_string(m.unet_evals),
+                         sd_bench::fixed(lat["median"], 3), sd_bench::fixed(lat["p90"], 3),
+                         sd_bench::fixed(lat["stdev"], 3), sd_bench::fixed(row["unet_eval_s"]["median"], 3),
+                         sd_bench::fixed(row["unet_tflops"], 3), sd_bench::fixed(row["text_encoder_s"], 3),
+                         sd_bench::fixed(row["vae_encode_s"], 3), sd_bench::fixed(row["vae_decode_s"], 3),
+                         sd_bench::format_bytes(m.memory.peak())});
             }
-            const auto lat = row["latency_s"];
-            table.add({precision.label, graphs ? (m.cuda_graph ? "yes" : "asked") : "no", std::to_string(batch),
-                       std::to_string(steps), std::to_string(m.unet_evals), sd_bench::fixed(lat["median"], 3),
-                       sd_bench::fixed(lat["p90"], 3), sd_bench::fixed(lat["stdev"], 3),
-                       sd_bench::fixed(row["unet_eval_s"]["median"], 3), sd_bench::fixed(row["unet_tflops"], 3),
-                       sd_bench::fixed(row["text_encoder_s"], 3), sd_bench::fixed(row["vae_encode_s"], 3),
-                       sd_bench::fixed(row["vae_decode_s"], 3), sd_bench::format_bytes(m.memory.peak())});
           }
-        }
-      });
+        });
+      }
     }
   }
 
   std::cout << "device: " << device << "  " << sd::build_info_line() << "  git "
             << sd_bench::git_revision() << "  threads " << threads << "  scheduler "
             << a.common.scheduler << "  " << a.common.width << "x" << a.common.height << "\n"
-            << table.str();
+            << (decode_only ? decode_table.str() : table.str());
   if (!a.output.json.empty()) sd_bench::append_json_rows(a.output.json, rows);
   sd_bench::write_csv_output(a.output, rows, [](const Row& row) { return row["latency_s"]["mean"]; });
   if (!a.profile.empty()) sd_bench::write_csv_rows(a.profile, profiles);
@@ -294,6 +375,15 @@ int main(int argc, char** argv) {
                  "CUDA: capture the UNet as a CUDA graph (on), run it eagerly (off), or measure both (on,off); "
                  "no effect on the CPU")
       ->capture_default_str();
+  app.add_option("--decoder", a.decoders,
+                 "comma list of decoders to measure, each loaded on its own: vae (the model's), tiled (the same in "
+                 "tiles), tiny (TAESD from --vae-tiny)")
+      ->capture_default_str();
+  app.add_option("--stage", a.stage,
+                 "generate: whole generations; decode: the decode stage alone, of random latents of the size "
+                 "(no UNet steps: large sizes without the UNet's time)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"generate", "decode"}));
   app.add_flag("--flops-only", a.flops_only, "print the analytic FLOP counts and exit (loads no weights)");
   auto* strength = app.add_option("--strength", a.strength,
                                   "time image-to-image at this strength in [0, 1]: int(steps x strength) UNet steps "

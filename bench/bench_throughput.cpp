@@ -33,6 +33,7 @@ struct ThroughputArgs {
   int steps = 50, warmup = 1, repeats = 1, max_batch = 64;
   bool no_search = false;
   std::string vae_slicing = "off";  // on, off, or on,off: measure (and search) each
+  std::string decoders = "vae";     // --decoder: vae, tiled, tiny, or a comma list: each searched
   int64_t max_memory = 0;
 };
 
@@ -41,12 +42,21 @@ struct Attempt {
   Row row;
 };
 
-// Measures batches for one loaded pipeline (one precision and VAE-slicing setting), each at most once.
+// How one pipeline decodes: VAE slicing on or off, and the decoder (whole, tiled or TAESD).
+struct DecodeSetting {
+  bool vae_slicing = false;
+  sd_bench::DecoderSpec decoder;
+  std::string label() const {
+    return std::string(vae_slicing ? " sliced" : "") + (decoder.label != "vae" ? " " + decoder.label : "");
+  }
+};
+
+// Measures batches for one loaded pipeline (one precision and decode setting), each at most once.
 class Runner {
  public:
-  Runner(const ThroughputArgs& a, const sd_bench::PrecisionSpec& precision, bool vae_slicing, sd::Pipeline& pipe,
-         const sd_bench::Progress& progress)
-      : a_(a), precision_(precision), vae_slicing_(vae_slicing), pipe_(pipe), progress_(progress) {}
+  Runner(const ThroughputArgs& a, const sd_bench::PrecisionSpec& precision, const DecodeSetting& decode,
+         sd::Pipeline& pipe, const sd_bench::Progress& progress)
+      : a_(a), precision_(precision), decode_(decode), pipe_(pipe), progress_(progress) {}
 
   // Measures `batch` once (later calls return the first result, with its kind).
   const Attempt& attempt(int batch, const std::string& kind) {
@@ -63,7 +73,7 @@ class Runner {
     return out;
   }
   const std::map<int, Attempt>& done() const { return done_; }
-  std::string label() const { return precision_.label + (vae_slicing_ ? " sliced" : ""); }
+  std::string label() const { return precision_.label + decode_.label(); }
 
   void warm_up() {
     for (int w = 0; w < a_.warmup; ++w) {
@@ -101,7 +111,8 @@ class Runner {
 
     Row row = sd_bench::configuration_row(a_.common, precision_, pipe_, a_.steps, batch);
     row["kind"] = kind;
-    row["vae_slicing"] = vae_slicing_;
+    row["vae_slicing"] = decode_.vae_slicing;
+    row["decoder"] = decode_.decoder.label;
     row["repeats"] = a_.repeats;
     row["ok"] = *ok;
     row["error"] = error;
@@ -114,7 +125,7 @@ class Runner {
 
   const ThroughputArgs& a_;
   const sd_bench::PrecisionSpec& precision_;
-  bool vae_slicing_;
+  const DecodeSetting decode_;
   sd::Pipeline& pipe_;
   const sd_bench::Progress& progress_;
   std::map<int, Attempt> done_;
@@ -131,7 +142,7 @@ std::optional<int64_t> peak_memory_of(const Row& row) {
 
 // The per-setting summary row: the largest batch, and images per minute at batch 1, at the largest
 // batch and at the best one.
-Row summary_row(const ThroughputArgs& a, const sd_bench::PrecisionSpec& precision, bool vae_slicing,
+Row summary_row(const ThroughputArgs& a, const sd_bench::PrecisionSpec& precision, const DecodeSetting& decode,
                 const sd::Pipeline& pipe, const Runner& runner, int max_batch, int first_failed) {
   std::optional<double> ipm1, ipm_max;
   double best = 0;
@@ -148,7 +159,8 @@ Row summary_row(const ThroughputArgs& a, const sd_bench::PrecisionSpec& precisio
   }
   Row summary = sd_bench::configuration_row(a.common, precision, pipe, a.steps, max_batch);
   summary["kind"] = "summary";
-  summary["vae_slicing"] = vae_slicing;
+  summary["vae_slicing"] = decode.vae_slicing;
+  summary["decoder"] = decode.decoder.label;
   summary["searched"] = !a.no_search;
   summary["max_batch"] = max_batch;
   summary["max_batch_limit"] = a.max_batch;
@@ -166,27 +178,32 @@ int run(ThroughputArgs& a) {
   const bool cuda = sd_bench::is_cuda_device(a.common.device);
   if (a.precisions.empty()) a.precisions = cuda ? "fp16" : "bf16";
   const auto precisions = sd_bench::parse_precision_list(a.precisions);
-  const auto slicing_settings = sd_bench::parse_switch_list(a.vae_slicing, "--vae-slicing");
+  std::vector<DecodeSetting> decode_settings;
+  for (const bool slicing : sd_bench::parse_switch_list(a.vae_slicing, "--vae-slicing")) {
+    for (const auto& decoder : sd_bench::parse_decoder_list(a.decoders)) decode_settings.push_back({slicing, decoder});
+  }
   const std::vector<int> grid = a.grid.empty() ? std::vector<int>{} : sd_bench::parse_positive_int_list(a.grid, "--batch");
   SD_CHECK(!grid.empty() || !a.no_search, "nothing to do: --no-search without --batch");
   SD_CHECK(a.max_batch >= 1, "--max-batch must be at least 1, got ", a.max_batch);
   SD_CHECK(a.repeats >= 1, "--repeats must be at least 1, got ", a.repeats);
 
   std::vector<Row> measurements, summaries;
-  sd_bench::Table table({"precision", "VAE slicing", "kind", "batch", "ok", "latency s", "images/min", "peak mem"});
+  sd_bench::Table table(
+      {"precision", "VAE slicing", "decoder", "kind", "batch", "ok", "latency s", "images/min", "peak mem"});
   std::string summary_text;
   std::vector<std::string> failures;
   for (const auto& precision : precisions) {
-    for (const bool vae_slicing : slicing_settings) {
-      const std::string setting = precision.label + (vae_slicing ? " sliced" : "");
+    for (const DecodeSetting& decode : decode_settings) {
+      const std::string setting = precision.label + decode.label();
       // A precision that fails (autocast on some LibTorch builds, say) does not cost the others.
       sd_bench::guarded(setting, &failures, [&] {
         progress("loading " + a.common.model + " in " + precision.label + " on " + a.common.device +
-                 (vae_slicing ? " with VAE slicing" : ""));
+                 (decode.vae_slicing ? " with VAE slicing" : "") + ", decoder " + decode.decoder.label);
         auto load = sd_bench::make_load_options(a.common, precision);
-        load.vae_slicing = vae_slicing;
+        load.vae_slicing = decode.vae_slicing;
+        sd_bench::apply_decoder(load, decode.decoder, a.common);
         auto pipe = sd::Pipeline::load(a.common.model, load);
-        Runner runner(a, precision, vae_slicing, pipe, progress);
+        Runner runner(a, precision, decode, pipe, progress);
         runner.warm_up();
         for (int batch : grid) runner.attempt(batch, "grid");
         int max_batch = 0, first_failed = 0;
@@ -204,11 +221,12 @@ int run(ThroughputArgs& a) {
         for (auto& row : runner.rows()) {
           measurements.push_back(row);
           const bool ok = row["ok"];
-          table.add({precision.label, vae_slicing ? "on" : "off", row["kind"], row["batch"].dump(), ok ? "yes" : "NO",
+          table.add({precision.label, decode.vae_slicing ? "on" : "off", decode.decoder.label, row["kind"],
+                     row["batch"].dump(), ok ? "yes" : "NO",
                      ok ? sd_bench::fixed(row["latency_s"], 3) : "-",
                      ok ? sd_bench::fixed(row["images_per_min"], 2) : "-", sd_bench::format_bytes(peak_memory_of(row))});
         }
-        const Row summary = summary_row(a, precision, vae_slicing, pipe, runner, max_batch, first_failed);
+        const Row summary = summary_row(a, precision, decode, pipe, runner, max_batch, first_failed);
         summaries.push_back(summary);
         summary_text += setting + ": max batch " + std::to_string(max_batch) +
                         (first_failed > 0 ? " (batch " + std::to_string(first_failed) + " failed)"
@@ -257,6 +275,10 @@ int main(int argc, char** argv) {
   // A bare --vae-slicing means on (it was a flag); --vae-slicing=on,off measures both.
   app.add_flag("--vae-slicing{on}", a.vae_slicing,
                "decode the images one at a time: --vae-slicing (on), or =off, or =on,off for both")
+      ->capture_default_str();
+  app.add_option("--decoder", a.decoders,
+                 "vae (the model's VAE, whole), tiled (in tiles: the largest batch with tiling on), tiny (TAESD from "
+                 "--vae-tiny), or a comma list: each measured and searched")
       ->capture_default_str();
   return sd_bench::run_tool(app, argc, argv, [&] { return run(a); });
 }

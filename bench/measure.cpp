@@ -1,5 +1,9 @@
 #include "measure.h"
 
+#include <torch/torch.h>
+
+#include <chrono>
+
 #include "options.h"
 #include "environment.h"
 #include "stats.h"
@@ -13,6 +17,7 @@ MemoryWindow::MemoryWindow(const std::string& device) : device_(device) {
     cuda_reset_peak_memory(cuda_index(device));
   }
   rss_window_ = reset_peak_rss();
+  start_rss_ = current_rss_bytes();
 }
 
 MemoryWindow::MemoryWindow(const sd::Pipeline& pipe)
@@ -27,6 +32,7 @@ MemoryWindow::Reading MemoryWindow::read() const {
   Reading reading;
   reading.peak_rss = peak_rss_bytes();
   reading.rss_window = rss_window_;
+  reading.start_rss = start_rss_;
   reading.device = device_memory(device_);
   return reading;
 }
@@ -53,6 +59,27 @@ Measurement measure_runs(sd::Pipeline& pipe, const std::string& prompt, const sd
     m.cuda_graph = m.cuda_graph && result.cuda_graph;
     progress(label + ": run " + std::to_string(r + 1) + "/" + std::to_string(repeats) + " " + fixed(t.total_s, 3) + " s");
   }
+  return m;
+}
+
+Measurement measure_decodes(sd::Pipeline& pipe, const at::Tensor& latents, int warmup, int repeats,
+                            const Progress& progress, const std::string& label) {
+  const MemoryWindow window(pipe);
+  for (int w = 0; w < warmup; ++w) {
+    progress(label + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(warmup));
+    pipe.decode(latents);
+  }
+  Measurement m;
+  for (int r = 0; r < repeats; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto images = pipe.decode(latents);
+    // On CUDA decode() can return before the device is done: reading a value back waits for it.
+    (void)images.sum().item<double>();
+    m.decode.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    progress(label + ": decode " + std::to_string(r + 1) + "/" + std::to_string(repeats) + " " +
+             fixed(m.decode.back(), 3) + " s");
+  }
+  m.memory = window.read();
   return m;
 }
 

@@ -22,6 +22,7 @@ class MemoryWindow {
 
   struct Reading {
     std::optional<int64_t> peak_rss;         // since the window began, or of the whole process
+    std::optional<int64_t> start_rss;        // RSS when the window began (the weights, what malloc kept)
     bool rss_window = false;                 // false: the kernel refused the reset (whole process)
     std::optional<CudaMemory> device;        // nullopt on the CPU
     // Peak device reserved on CUDA, peak RSS on the CPU: "the memory this took".
@@ -32,6 +33,7 @@ class MemoryWindow {
  private:
   std::string device_;
   bool rss_window_ = false;
+  std::optional<int64_t> start_rss_;
 };
 
 struct Measurement {
@@ -47,6 +49,10 @@ struct Measurement {
 // Progress lines are prefixed with `label`. Exceptions (out of memory included) propagate.
 Measurement measure_runs(sd::Pipeline& pipe, const std::string& prompt, const sd::GenerateOptions& options, int warmup,
                          int repeats, const Progress& progress, const std::string& label);
+// The decode stage alone: `warmup` untimed, then `repeats` timed Pipeline::decode calls of
+// `latents`, in a new memory window (m.decode and m.memory filled, the rest left empty).
+Measurement measure_decodes(sd::Pipeline& pipe, const at::Tensor& latents, int warmup, int repeats,
+                            const Progress& progress, const std::string& label);
 // measure_runs in a new memory window, with its reading.
 Measurement measure_configuration(sd::Pipeline& pipe, const std::string& prompt, const sd::GenerateOptions& options,
                                   int warmup, int repeats, const Progress& progress, const std::string& label);

@@ -33,6 +33,10 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
       ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
   app.add_option("--attention-slice", o.attention_slice, "attention in query slices of this many rows (0: whole)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--vae-tiny", o.vae_tiny,
+                 "the tiny autoencoder of --decoder tiny: a diffusers AutoencoderTiny folder, "
+                 "taesd_decoder.safetensors, or random:taesd (timing only)")
+      ->capture_default_str();
   app.add_flag("--quiet", o.quiet, "no progress lines on stderr");
 }
 
@@ -116,6 +120,31 @@ std::vector<PrecisionSpec> parse_precision_list(const std::string& text) {
   for (const auto& name : split_list(text)) out.push_back(parse_precision(name));
   if (out.empty()) throw UsageError("--precision: expected at least one precision, got '" + text + "'");
   return out;
+}
+
+DecoderSpec parse_decoder(const std::string& name) {
+  DecoderSpec spec;
+  spec.label = name;
+  if (name == "tiled") {
+    spec.tiling = sd::VaeTiling::kOn;
+  } else if (name == "tiny") {
+    spec.tiny = true;
+  } else if (name != "vae") {
+    throw UsageError("--decoder: unknown decoder '" + name + "' (expected vae, tiled or tiny)");
+  }
+  return spec;
+}
+
+std::vector<DecoderSpec> parse_decoder_list(const std::string& text) {
+  std::vector<DecoderSpec> out;
+  for (const auto& name : split_list(text)) out.push_back(parse_decoder(name));
+  if (out.empty()) throw UsageError("--decoder: expected at least one of vae, tiled, tiny, got '" + text + "'");
+  return out;
+}
+
+void apply_decoder(sd::LoadOptions& load, const DecoderSpec& decoder, const CommonOptions& options) {
+  load.vae_tiling = decoder.tiling;
+  if (decoder.tiny) load.vae_tiny = options.vae_tiny;
 }
 
 bool is_cuda_device(const std::string& device) { return device.rfind("cuda", 0) == 0; }

@@ -32,6 +32,7 @@ struct CommonOptions {
   bool no_channels_last = false;
   int64_t prepack_max_pixels = -1;
   int64_t attention_slice = 0;
+  std::string vae_tiny = "random:taesd";  // the tiny autoencoder of --decoder tiny
   bool quiet = false;
 };
 void add_common_options(CLI::App& app, CommonOptions& options);
@@ -58,6 +59,17 @@ std::vector<int> parse_positive_int_list(const std::string& text, const std::str
 // "on,off" -> {true, false}; also yes/no, true/false, 1/0; else a UsageError naming `flag`.
 std::vector<bool> parse_switch_list(const std::string& text, const std::string& flag);
 std::vector<std::string> split_list(const std::string& text);
+
+// One decoder to measure (--decoder): "vae" (the model's AutoencoderKL, whole), "tiled" (the same in
+// tiles: LoadOptions::vae_tiling on) or "tiny" (TAESD from --vae-tiny: LoadOptions::vae_tiny).
+struct DecoderSpec {
+  std::string label = "vae";
+  sd::VaeTiling tiling = sd::VaeTiling::kOff;
+  bool tiny = false;
+};
+DecoderSpec parse_decoder(const std::string& name);
+std::vector<DecoderSpec> parse_decoder_list(const std::string& text);
+void apply_decoder(sd::LoadOptions& load, const DecoderSpec& decoder, const CommonOptions& options);
 
 sd::LoadOptions make_load_options(const CommonOptions& options, const PrecisionSpec& precision);
 sd::GenerateOptions make_generate_options(const CommonOptions& options, int steps, int batch);

@@ -151,6 +151,21 @@ void check_stats(const json& s) {
   CHECK(s["stdev"].get<double>() >= 0);
 }
 
+// sd1_tiny's configs with a 4-level VAE, which scales by 8 as TAESD does, for "random:" (the VAE's
+// sample_size 64 makes 8-latent tiles: 128 px tiles).
+std::string taesd_sized_model(const TempDir& dir) {
+  const fs::path model = dir / "taesd_sized";
+  fs::copy(tiny_pipeline(), model, fs::copy_options::recursive);
+  json vae = json::parse(read_text(model / "vae/config.json"));
+  vae["block_out_channels"] = {32, 32, 32, 32};
+  vae["down_block_types"] = std::vector<std::string>(4, "DownEncoderBlock2D");
+  vae["up_block_types"] = std::vector<std::string>(4, "UpDecoderBlock2D");
+  std::ofstream(model / "vae/config.json") << vae.dump(2);
+  return "random:" + model.string();
+}
+
+std::string taesd_dir() { return (fs::path(LIBSD_SOURCE_DIR) / "tests/data/vae/taesd").string(); }
+
 std::string latency_command(const std::string& extra, int repeats = 2) {
   return quoted(tool("bench_latency")) + " --model " + quoted(tiny_pipeline()) +
          " --height 64 --width 64 --steps 2 --warmup 0 --threads 2 --repeats " + std::to_string(repeats) + " " + extra;
@@ -233,6 +248,55 @@ TEST_CASE("bench_latency writes matching CSV and JSON rows with the documented f
   CHECK(refused.code == 1);
   CHECK(refused.err.find("different header") != std::string::npos);
   CHECK(read_text(lambda) == before);
+}
+
+TEST_CASE("bench_latency measures each decoder, in whole generations and as the decode stage alone", "[bench]") {
+  TempDir dir("decoders");
+  const std::string model = taesd_sized_model(dir);
+  const std::string base = quoted(tool("bench_latency")) + " --model " + quoted(model) + " --vae-tiny " +
+                           quoted(taesd_dir()) + " --height 128 --width 128 --warmup 0 --threads 2 --repeats 2 ";
+  const auto js = dir / "decode.json", csv = dir / "decode.csv";
+  const auto run = run_tool(dir, base + "--stage decode --decoder vae,tiled,tiny --batch 1,2 --json " +
+                                     quoted(js.string()) + " --csv " + quoted(csv.string()));
+  REQUIRE_RUN_OK(run);
+  CHECK(run.out.find("decode s (median)") != std::string::npos);
+  check_csv_shape(csv, 6);
+  const json j = read_json(js);
+  REQUIRE(j.size() == 6);  // 3 decoders x 2 batches
+  const std::vector<std::string> decoders{"vae", "vae", "tiled", "tiled", "tiny", "tiny"};
+  for (size_t i = 0; i < j.size(); ++i) {
+    const auto& row = j[i];
+    INFO("row " << i << ": " << row.dump());
+    CHECK(row["stage"] == "decode");
+    CHECK(row["decoder"] == decoders[i]);
+    CHECK(row["decoder_class"] == (decoders[i] == "tiny" ? "AutoencoderTiny" : "AutoencoderKL"));
+    CHECK(row["batch"] == (i % 2 == 0 ? 1 : 2));
+    CHECK(row["steps"].is_null());
+    check_stats(row["vae_decode_s"]);
+    CHECK(row["images_per_min"].get<double>() > 0);
+    CHECK(row["peak_rss_bytes"].get<int64_t>() > 10'000'000);
+    REQUIRE(row.contains("decode_rss_increase_bytes"));
+    if (!row["decode_rss_increase_bytes"].is_null()) CHECK(row["decode_rss_increase_bytes"].get<int64_t>() >= 0);
+    // FLOP/s only for the decoder the analytic count describes.
+    CHECK(row["vae_decode_tflops"].is_null() == (decoders[i] != "vae"));
+  }
+
+  // Whole generations with TAESD as the decoder: its decode stage in the row.
+  const auto gen = dir / "generate.json";
+  REQUIRE_RUN_OK(run_tool(dir, base + "--steps 1 --decoder tiny --json " + quoted(gen.string())));
+  const json g = read_json(gen);
+  REQUIRE(g.size() == 1);
+  CHECK(g[0]["stage"] == "generate");
+  CHECK(g[0]["decoder"] == "tiny");
+  CHECK(g[0]["decoder_class"] == "AutoencoderTiny");
+  CHECK(g[0]["vae_decode_s"].get<double>() > 0);
+  CHECK(g[0]["vae_decode_tflops"].is_null());
+
+  // What the decode stage cannot combine with, and unknown decoders: usage errors.
+  CHECK(run_tool(dir, base + "--stage decode --strength 0.5").code == 2);
+  CHECK(run_tool(dir, base + "--stage decode --csv-format lambda --csv " + quoted((dir / "l.csv").string())).code == 2);
+  CHECK(run_tool(dir, base + "--decoder vae,huge").code == 2);
+  CHECK(run_tool(dir, base + "--stage encode").code == 2);
 }
 
 TEST_CASE("bench_latency --profile attributes one extra generation's time to operators and stages", "[bench]") {
@@ -320,6 +384,19 @@ TEST_CASE("bench_throughput measures a grid, searches the largest batch and reco
     CHECK(summary["max_batch"] == 3);
     CHECK(summary["first_failed_batch"].is_null());
     CHECK(summary["gain_over_batch1"].get<double>() > 0);
+  }
+
+  SECTION("--decoder tiled searches the largest batch with VAE tiling on") {
+    // sd1_tiny's VAE tiles 64 px at a time: 128 px images decode in 9 tiles.
+    const auto js = dir / "tiled.json";
+    REQUIRE_RUN_OK(run_tool(dir, quoted(tool("bench_throughput")) + " --model " + quoted(tiny_pipeline()) +
+                                     " --height 128 --width 128 --steps 1 --warmup 0 --threads 2 --precision fp32 "
+                                     "--decoder tiled --max-batch 2 --json " + quoted(js.string())));
+    const json j = read_json(js);
+    REQUIRE(j.size() == 3);  // batches 1 and 2, the summary
+    for (const auto& row : j) CHECK(row["decoder"] == "tiled");
+    CHECK(j[2]["kind"] == "summary");
+    CHECK(j[2]["max_batch"] == 2);
   }
 
   SECTION("a memory limit below anything makes every try fail, recorded as ok = false") {

@@ -86,6 +86,23 @@ TEST_CASE("bench option lists: on-off switches and positive integers", "[unit][b
   CHECK_THROWS_AS(sd_bench::parse_positive_int_list("1,0", "--batch"), sd_bench::UsageError);
 }
 
+TEST_CASE("bench decoder lists: each name sets the load options it measures", "[unit][bench]") {
+  const auto decoders = sd_bench::parse_decoder_list("vae, tiled,tiny");
+  REQUIRE(decoders.size() == 3);
+  sd_bench::CommonOptions common;
+  common.vae_tiny = "/models/taesd";
+  std::vector<sd::LoadOptions> loads(3);
+  for (size_t i = 0; i < 3; ++i) sd_bench::apply_decoder(loads[i], decoders[i], common);
+  CHECK(loads[0].vae_tiling == sd::VaeTiling::kOff);
+  CHECK(loads[0].vae_tiny.empty());
+  CHECK(loads[1].vae_tiling == sd::VaeTiling::kOn);
+  CHECK(loads[1].vae_tiny.empty());
+  CHECK(loads[2].vae_tiling == sd::VaeTiling::kOff);
+  CHECK(loads[2].vae_tiny == "/models/taesd");
+  CHECK_THROWS_WITH(sd_bench::parse_decoder_list("vae,huge"), Catch::Contains("unknown decoder 'huge'"));
+  CHECK_THROWS_AS(sd_bench::parse_decoder_list(" , "), sd_bench::UsageError);
+}
+
 TEST_CASE("bench statistics: numpy's percentiles and the sample standard deviation", "[unit][bench]") {
   const auto s = sd_bench::summarize({4.0, 1.0, 3.0, 2.0});
   CHECK(s.median == Approx(2.5));
