@@ -21,7 +21,8 @@ namespace {
 
 struct ServeArgs {
   std::string model = "random:sd-v1-5", device = "cpu", precision = "fp32", host = "127.0.0.1", api_key;
-  std::string vae_tiny, vae, config_dir;
+  std::string vae_tiny, vae, config_dir, preview_vae_tiny;
+  int preview_every = 0;
   int port = 8080, max_batch = 1, max_queue = 16, threads = 0, http_threads = 0;
   int max_side = 1024, max_images = 8, max_steps = 150, shutdown_timeout_s = 30, request_timeout_s = 600;
   int64_t max_body_kib = 8192;
@@ -50,6 +51,13 @@ Run add_serve(CLI::App& app) {
   app.add_option("--config-dir", a->config_dir, "configs + tokenizer for a single-file checkpoint");
   app.add_option("--vae-tiny", a->vae_tiny, "decode with the tiny autoencoder TAESD (folder, file or random:taesd)");
   app.add_option("--vae", a->vae, "a VAE replacing the model's: a diffusers VAE folder or a .safetensors VAE file");
+  app.add_option("--preview-every", a->preview_every,
+                 "a preview of each job's first image every N steps: GET /v1/jobs/{id}/preview (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10000));
+  app.add_option("--preview-vae-tiny", a->preview_vae_tiny,
+                 "decode the previews with this tiny autoencoder (folder, file or random:taesd; default: the "
+                 "images' decoder)");
   app.add_flag("--no-img2img", a->no_img2img, "do not load the VAE encoder (saves memory; init_image is refused)");
   app.add_option("--host", a->host, "address to listen on (0.0.0.0: every interface)")->capture_default_str();
   app.add_option("--port", a->port, "TCP port (0: any free one, printed on stdout)")->capture_default_str()
@@ -84,6 +92,7 @@ Run add_serve(CLI::App& app) {
     load.threads = a->threads;
     load.config_dir = a->config_dir;
     load.vae_tiny = a->vae_tiny;
+    load.preview_vae_tiny = a->preview_vae_tiny;
     load.vae = a->vae;
     load.vae_encoder = !a->no_img2img;
     auto pipe = sd::Pipeline::load(a->model, load);
@@ -100,6 +109,7 @@ Run add_serve(CLI::App& app) {
     context.default_width = static_cast<int>(pipe.info().default_width);
     context.default_height = static_cast<int>(pipe.info().default_height);
     context.request_timeout = std::chrono::seconds(a->request_timeout_s);
+    context.preview_every = a->preview_every;
 
     httplib::Server server;
     const int http_threads = a->http_threads > 0 ? a->http_threads : a->max_queue + 8;
@@ -117,7 +127,7 @@ Run add_serve(CLI::App& app) {
     }
     SD_CHECK(port > 0, "cannot listen on ", a->host, ":", a->port, " (address in use, or not an address of this machine)");
 
-    sd_serve::Worker worker(pipe, queue, metrics);
+    sd_serve::Worker worker(pipe, queue, metrics, a->preview_every);
     worker.start();
     context.running = [&worker] { return worker.busy(); };
     std::atomic<bool> stopping{false};

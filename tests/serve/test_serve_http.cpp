@@ -227,6 +227,51 @@ TEST_CASE("sd serve: jobs, their event stream, cancelling, a full queue", "[serv
   CHECK(server.stop(SIGTERM, std::chrono::seconds(30)) == 0);
 }
 
+TEST_CASE("sd serve --preview-every: each job's latest preview, the last one its image", "[serve][cli][parity]") {
+  ServeProcess server({"--model", serve_test::tiny_model(), "--threads", "2", "--preview-every", "1"});
+  REQUIRE(server.port() > 0);
+  auto c = client(server);
+  auto queued = post(c, "/v1/generate", {{"prompt", "a boat"}, {"width", 64}, {"height", 64}, {"steps", 3}, {"seed", 1}});
+  REQUIRE(queued);
+  REQUIRE(queued->status == 202);
+  const std::string id = json::parse(queued->body)["id"];
+  json j;
+  for (int i = 0; i < 600; ++i) {
+    j = json::parse(c.Get(("/v1/jobs/" + id).c_str())->body);
+    if (j["status"] != "queued" && j["status"] != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  INFO(j.dump());
+  REQUIRE(j["status"] == "done");
+  // A preview after every step: the last decodes the final latents with the same VAE, the image.
+  CHECK(j["preview_step"] == j["steps"]);
+  REQUIRE(j["preview"] == "/v1/jobs/" + id + "/preview");
+  auto preview = c.Get(j["preview"].get<std::string>().c_str());
+  REQUIRE(preview);
+  CHECK(preview->status == 200);
+  CHECK(preview->get_header_value("Content-Type") == "image/png");
+  std::string image;
+  REQUIRE(sd_serve::base64_decode(j["images"][0], image));
+  CHECK(preview->body == image);
+  CHECK(c.Get("/v1/jobs/job-nope/preview")->status == 404);
+  CHECK(server.stop(SIGTERM, std::chrono::seconds(30)) == 0);
+
+  // Without --preview-every the route says previews are off.
+  ServeProcess plain({"--model", serve_test::tiny_model(), "--threads", "2"});
+  REQUIRE(plain.port() > 0);
+  auto p = client(plain);
+  auto done = post(p, "/v1/images/generations", {{"prompt", "a boat"}, {"size", "64x64"}, {"steps", 1}});
+  REQUIRE(done);
+  auto jobs = post(p, "/v1/generate", {{"prompt", "a boat"}, {"width", 64}, {"height", 64}, {"steps", 1}});
+  REQUIRE(jobs);
+  const std::string plain_id = json::parse(jobs->body)["id"];
+  auto off = p.Get(("/v1/jobs/" + plain_id + "/preview").c_str());
+  REQUIRE(off);
+  CHECK(off->status == 404);
+  CHECK(off->body.find("previews are off") != std::string::npos);
+  CHECK(plain.stop(SIGTERM, std::chrono::seconds(30)) == 0);
+}
+
 TEST_CASE("sd serve: concurrent compatible requests run batched, each with its own image", "[serve][cli][parity]") {
   // The answers of requests alone (max batch 1) against the same requests sent at once (max batch 4).
   auto run_all = [](ServeProcess& server, bool concurrent) {

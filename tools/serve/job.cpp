@@ -92,6 +92,18 @@ void Job::set_cancelled() {
   changed_locked();
 }
 
+void Job::set_preview(std::string png, int step) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  preview_png_ = std::move(png);
+  preview_step_ = step;
+  changed_locked();
+}
+
+std::string Job::preview_png() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return preview_png_;
+}
+
 std::vector<std::string> Job::pngs() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return pngs_;
@@ -114,6 +126,10 @@ nlohmann::json Job::to_json(bool with_images) const {
     j["eta_s"] = elapsed / step_ * (steps_ - step_);
   }
   if (!error_.empty()) j["error"] = error_;
+  if (preview_step_ > 0) {
+    j["preview_step"] = preview_step_;
+    j["preview"] = "/v1/jobs/" + id + "/preview";
+  }
   if (state_ == JobState::kDone) {
     j["width"] = width_;
     j["height"] = height_;

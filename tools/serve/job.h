@@ -47,6 +47,11 @@ class Job {
   void set_done(std::vector<std::string> pngs, int width, int height);
   void set_failed(const std::string& message);
   void set_cancelled();
+  // The latest preview (sd serve --preview-every): a PNG of the job's first image in the making,
+  // after `step` of its steps.
+  void set_preview(std::string png, int step);
+  // Empty before the first preview.
+  std::string preview_png() const;
 
   // {"id", "status", "step", "steps", "eta_s", "seeds", ...}; with images: "images" as base64 PNGs.
   nlohmann::json to_json(bool with_images) const;
@@ -63,6 +68,8 @@ class Job {
   Clock::time_point started_{}, finished_at_{};
   std::vector<std::string> pngs_;
   std::string error_;
+  std::string preview_png_;
+  int preview_step_ = 0;
 };
 
 // Whether two requests can run as one batched generation: text-to-image with the same size, steps,

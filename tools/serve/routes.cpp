@@ -186,6 +186,18 @@ void install_routes(httplib::Server& server, ServeContext& c) {
     send_json(res, 200, job ? job->to_json(false) : json{{"id", std::string(req.matches[1])}});
   });
 
+  // The latest preview of a job's first image (sd serve --preview-every N), as a PNG.
+  server.Get(R"(/v1/jobs/([A-Za-z0-9-]+)/preview)", [&c](const httplib::Request& req, httplib::Response& res) {
+    auto job = c.queue.find(req.matches[1]);
+    if (!job) return send_error(res, 404, "no such job: " + std::string(req.matches[1]), "id");
+    if (c.preview_every <= 0) return send_error(res, 404, "previews are off: start sd serve with --preview-every N");
+    const std::string png = job->preview_png();
+    if (png.empty()) return send_error(res, 404, "no preview yet: the first comes after step " +
+                                                     std::to_string(c.preview_every));
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(png, "image/png");
+  });
+
   // Server-Sent Events: "progress" at every step (step, steps, eta_s), then one "done", "failed" or
   // "cancelled" with the job's status (fetch the images from /v1/jobs/{id}).
   server.Get(R"(/v1/jobs/([A-Za-z0-9-]+)/events)", [&c](const httplib::Request& req, httplib::Response& res) {

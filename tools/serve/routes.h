@@ -26,6 +26,7 @@ struct ServeContext {
   std::atomic<bool> draining{false};  // SIGTERM: new work is refused with 503
   std::function<bool()> running = [] { return false; };  // a generation is running (for /metrics)
   int retry_after_s = 2;
+  int preview_every = 0;              // sd serve --preview-every (0: no previews)
   std::chrono::seconds request_timeout{600};  // the longest a synchronous request waits for its images
 };
 

@@ -28,8 +28,8 @@ sd::GenerateOptions options_of(const JobRequest& r) {
 
 }  // namespace
 
-Worker::Worker(sd::Pipeline& pipeline, JobQueue& queue, Metrics& metrics)
-    : pipeline_(pipeline), queue_(queue), metrics_(metrics) {}
+Worker::Worker(sd::Pipeline& pipeline, JobQueue& queue, Metrics& metrics, int preview_every)
+    : pipeline_(pipeline), queue_(queue), metrics_(metrics), preview_every_(preview_every) {}
 
 Worker::~Worker() {
   if (thread_.joinable()) thread_.join();
@@ -72,13 +72,29 @@ void Worker::run(const std::vector<std::shared_ptr<Job>>& jobs) {
   const size_t chunk = static_cast<size_t>(std::max(1, queue_.max_batch_images()));
   const size_t chunks = (items.size() + chunk - 1) / chunk;
   sd::GenerateOptions opt = options_of(jobs.front()->request);
+  opt.preview_every = preview_every_;
+  // Where each job's images begin among the items.
+  std::vector<size_t> first_item;
+  size_t next_item = 0;
+  for (const auto& job : jobs) {
+    first_item.push_back(next_item);
+    next_item += static_cast<size_t>(job->request.n);
+  }
   size_t chunk_index = 0;
   opt.on_step = [&](const sd::StepInfo& step) {
     bool all_cancelled = true;
-    for (const auto& job : jobs) {
-      job->set_step(static_cast<int>(chunk_index) * step.count + step.index + 1,
-                    static_cast<int>(chunks) * step.count);
+    const size_t begin = chunk_index * chunk, end = std::min(items.size(), begin + chunk);
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      const auto& job = jobs[k];
+      const int done = static_cast<int>(chunk_index) * step.count + step.index + 1;
+      job->set_step(done, static_cast<int>(chunks) * step.count);
       all_cancelled = all_cancelled && job->cancel_requested;
+      // The preview shows the job's first image in this chunk (its image 0 while that runs).
+      const size_t first = std::max(first_item[k], begin), last = first_item[k] + static_cast<size_t>(job->request.n);
+      if (step.preview.defined() && first < std::min(last, end)) {
+        const auto row = static_cast<int64_t>(first - begin);
+        job->set_preview(encode_png(sd::to_images(step.preview.narrow(0, row, 1)).front()), done);
+      }
     }
     return all_cancelled || cancel_all_ ? sd::StepAction::kStop : sd::StepAction::kContinue;
   };
@@ -128,6 +144,7 @@ void Worker::run_alone(const std::shared_ptr<Job>& job) {
   const JobRequest& r = job->request;
   job->set_running(r.steps);
   sd::GenerateOptions opt = options_of(r);
+  opt.preview_every = preview_every_;
   opt.negative_prompt = r.negative_prompt;
   opt.init_image = r.init_image;
   opt.mask = r.mask;
@@ -139,6 +156,10 @@ void Worker::run_alone(const std::shared_ptr<Job>& job) {
       opt.seed = r.seed + static_cast<uint64_t>(i);
       opt.on_step = [&](const sd::StepInfo& step) {
         job->set_step(i * step.count + step.index + 1, r.n * step.count);
+        if (step.preview.defined()) {
+          job->set_preview(encode_png(sd::to_images(step.preview.narrow(0, 0, 1)).front()),
+                           i * step.count + step.index + 1);
+        }
         return job->cancel_requested || cancel_all_ ? sd::StepAction::kStop : sd::StepAction::kContinue;
       };
       sd::GenerateResult result = pipeline_.generate(r.prompt, opt);

@@ -11,7 +11,8 @@ namespace sd_serve {
 
 class Worker {
  public:
-  Worker(sd::Pipeline& pipeline, JobQueue& queue, Metrics& metrics);
+  // preview_every > 0: a preview PNG of each job's first image every this many steps (Job::preview_png).
+  Worker(sd::Pipeline& pipeline, JobQueue& queue, Metrics& metrics, int preview_every = 0);
   ~Worker();
   void start();
   // Waits for the queue to drain (close it first).
@@ -27,6 +28,7 @@ class Worker {
   sd::Pipeline& pipeline_;
   JobQueue& queue_;
   Metrics& metrics_;
+  const int preview_every_;
   std::atomic<bool> cancel_all_{false}, busy_{false};
   std::thread thread_;
 };
