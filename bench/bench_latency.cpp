@@ -146,6 +146,13 @@ std::vector<Row> profile_rows(sd::Pipeline& pipe, const LatencyArgs& a, const sd
   return rows;
 }
 
+// The decoder's TFLOP/s, or null: the analytic count is the whole AutoencoderKL decoder's (tiles
+// overlap, TAESD is another network), so it describes the "vae" decoder only.
+Row decode_tflops(const sd_bench::DecoderSpec& decoder, const sd::ModelFlops& flops, double decode_s) {
+  if (decoder.label != "vae" || decode_s <= 0) return nullptr;
+  return flops.vae_decode.total() / decode_s / 1e12;
+}
+
 // The decode stage alone (--stage decode) as a row: the common columns, then the decoder's.
 Row decode_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, const sd_bench::DecoderSpec& decoder,
                const sd::Pipeline& pipe, int batch, const sd_bench::Measurement& m, const sd::ModelFlops& flops) {
@@ -167,10 +174,8 @@ Row decode_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, c
   row["rss_at_start_bytes"] = mem.start_rss ? Row(*mem.start_rss) : Row(nullptr);
   row["decode_rss_increase_bytes"] =
       mem.rss_window && mem.peak_rss && mem.start_rss ? Row(*mem.peak_rss - *mem.start_rss) : Row(nullptr);
-  // The analytic count is the whole AutoencoderKL decoder's: tiles overlap, TAESD is another network.
   row["vae_decode_gflop"] = decoder.label == "vae" ? Row(flops.vae_decode.total() / 1e9) : Row(nullptr);
-  row["vae_decode_tflops"] =
-      decoder.label == "vae" && decode.median > 0 ? Row(flops.vae_decode.total() / decode.median / 1e12) : Row(nullptr);
+  row["vae_decode_tflops"] = decode_tflops(decoder, flops, decode.median);
   return row;
 }
 
@@ -215,9 +220,7 @@ Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, 
   row["unet_batch"] = flops.unet_batch;
   row["unet_gflop"] = flops.unet.total() / 1e9;
   row["unet_tflops"] = tflops;
-  // The analytic count is the whole AutoencoderKL decoder's: tiles overlap, TAESD is another network.
-  row["vae_decode_tflops"] =
-      decoder.label == "vae" && decode_s > 0 ? Row(flops.vae_decode.total() / decode_s / 1e12) : Row(nullptr);
+  row["vae_decode_tflops"] = decode_tflops(decoder, flops, decode_s);
   const auto peak = peak_for(peaks, precision.label);
   row["peak_tflops"] = peak ? Row(*peak) : Row(nullptr);
   row["fraction_of_peak"] = peak ? Row(tflops / *peak) : Row(nullptr);

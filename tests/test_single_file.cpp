@@ -108,14 +108,24 @@ void write_weights(const fs::path& folder, const fs::path& file) {
 
 }
 
-}  // namespace
-
-TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers folder", "[unit][single-file]") {
-  const fs::path tmp = fs::temp_directory_path() / ("libsd-single-" + std::to_string(::getpid()));
+// A fresh folder with a small SD 1.5-shaped diffusers pipeline and the same weights as one
+// single-file checkpoint in it: {folder, diffusers folder, model.safetensors}.
+struct SingleFilePair {
+  fs::path tmp, folder, file;
+};
+SingleFilePair make_single_file_pair(const std::string& name) {
+  const fs::path tmp = fs::temp_directory_path() / ("libsd-" + name + "-" + std::to_string(::getpid()));
   fs::remove_all(tmp);
   const fs::path folder = make_small_sd15_folder(tmp / "diffusers");
   const fs::path file = tmp / "model.safetensors";
   write_weights(folder, file);
+  return {tmp, folder, file};
+}
+
+}  // namespace
+
+TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers folder", "[unit][single-file]") {
+  const auto [tmp, folder, file] = make_single_file_pair("single");
 
   // 3. Both load and generate the same latents.
   sd::LoadOptions load;
@@ -138,11 +148,7 @@ TEST_CASE("A single-file checkpoint loads to the same pipeline as its diffusers 
 
 // The `sd` binary (label cli: the sanitizer builds, which build no tools, leave it out).
 TEST_CASE("sd inspect --keys finds every key of a single-file checkpoint", "[unit][cli][single-file]") {
-  const fs::path tmp = fs::temp_directory_path() / ("libsd-single-inspect-" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  const fs::path folder = make_small_sd15_folder(tmp / "diffusers");
-  const fs::path file = tmp / "model.safetensors";
-  write_weights(folder, file);
+  const auto [tmp, folder, file] = make_single_file_pair("single-inspect");
   const std::string cmd = std::string("'" LIBSD_BINARY_DIR "/tools/sd' inspect '") + file.string() +
                           "' --keys --config-dir '" + folder.string() + "' > '" + (tmp / "inspect.txt").string() + "'";
   CHECK(std::system(cmd.c_str()) == 0);
