@@ -191,6 +191,7 @@ TEST_CASE("preview_vae_tiny decodes the previews with TAESD while the VAE makes 
     REQUIRE(previews[i].sizes() == c10::IntArrayRef({1, 3, 64, 64}));
     const auto expected = image_of(result.step_latents[i], taesd->config.scaling_factor,
                                    [&](const at::Tensor& z) { return taesd->decode(z); });
+    INFO("preview " << i << ": max abs error " << (previews[i] - expected).abs().max().item<double>());
     CHECK(torch::allclose(previews[i], expected, 0, 1e-5));
   }
   // The image is the model's VAE's, as without a preview decoder.
