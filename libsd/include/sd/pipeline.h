@@ -224,6 +224,23 @@ struct ModelInfo {
   double load_s = 0;
 };
 
+// What generate() estimates before it runs anything (LoadOptions::memory_limit): the peak
+// activations of each stage the request runs, at its size and batch. Not counted: the weights
+// (already loaded), what the allocator keeps cached, convolution workspaces. docs/reliability.md
+// compares it with measured peaks.
+struct MemoryEstimate {
+  struct Stage {
+    std::string name;                  // "the UNet", "the VAE decode", "the VAE encode"
+    int64_t bytes = 0;
+  };
+  std::vector<Stage> stages;           // the stages this request runs
+  std::string peak_stage;              // the largest of them
+  int64_t peak_bytes = 0;
+  // What generate() refuses above: LoadOptions::memory_limit, or the memory available now on the
+  // CPU; 0 where it does not check (memory_limit = -1, or CUDA without a limit).
+  int64_t limit_bytes = 0;
+};
+
 class SD_API Pipeline {
  public:
   // `model`: a diffusers folder, a single-file .safetensors checkpoint, "random:sd-v1-5" (the
@@ -239,6 +256,10 @@ class SD_API Pipeline {
   // setting comes from `options`, which must leave negative_prompt, seed, batch (1), initial_latents,
   // init_image and mask unset.
   GenerateResult generate_batch(const std::vector<BatchPrompt>& items, const GenerateOptions& options = {});
+
+  // generate()'s memory estimate for `options` (the size resolved as generate() resolves it),
+  // computed without running or allocating anything: a server can refuse or queue a request by it.
+  MemoryEstimate estimate_memory(const GenerateOptions& options = {}) const;
 
   // Stages, for tools and benchmarks.
   // The UNet's conditioning for `batch` images of one prompt: with guidance [2*batch, 77, D] =

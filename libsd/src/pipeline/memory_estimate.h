@@ -28,11 +28,6 @@ struct ActivationMemoryOptions {
 int64_t estimate_unet_peak_bytes(const UNetConfig& config, int64_t unet_batch, int64_t h, int64_t w,
                                  c10::ScalarType dtype, const ActivationMemoryOptions& options);
 
-struct StageEstimate {
-  std::string stage;   // "the UNet", "the VAE decode", "the VAE encode"
-  int64_t bytes = 0;
-};
-
 // Memory a process can still get: MemAvailable of /proc/meminfo (0 if unknown).
 int64_t available_memory_bytes();
 

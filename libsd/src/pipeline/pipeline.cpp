@@ -150,31 +150,35 @@ struct Pipeline::Impl {
     return limit > 0 && need > limit;  // an unknown limit (no /proc/meminfo) does not tile
   }
 
-  // LoadOptions::memory_limit: refuse a request whose largest stage cannot fit, before any of it
-  // is allocated (pipeline/memory_estimate.h).
-  void check_memory(const GenerateOptions& o, int width, int height) const {
-    if (options.memory_limit < 0) return;
-    const int64_t limit = options.memory_limit > 0 ? options.memory_limit
-                          : device.is_cpu()        ? available_memory_bytes()
-                                                   : 0;
-    if (limit <= 0) return;
+  // The attention's score matrix is materialized (and counted) with the plain-ops backend and on
+  // CUDA before LibTorch 2's fused kernels; the fused CPU kernel holds none.
+  bool attention_holds_scores() const {
+    return attention_backend() == AttentionBackend::kOps || (device.is_cuda() && !SD_TORCH_AT_LEAST(2, 0));
+  }
+
+  // What each stage of a generation of `images` images of width x height needs
+  // (pipeline/memory_estimate.h), and the limit check_memory compares the largest with.
+  MemoryEstimate estimate(const GenerateOptions& o, int64_t images, int width, int height) const {
+    MemoryEstimate estimate;
+    if (options.memory_limit > 0) {
+      estimate.limit_bytes = options.memory_limit;
+    } else if (options.memory_limit == 0 && device.is_cpu()) {
+      estimate.limit_bytes = available_memory_bytes();
+    }
     const ModelInfo& info = parts.info;
     const int64_t f = info.vae_scale_factor;
     const int64_t h = height / f, w = width / f;
     ActivationMemoryOptions activations;
-    // The fused CPU kernel and LibTorch 2's fused CUDA kernels hold no score matrix.
-    activations.attention_scores =
-        attention_backend() == AttentionBackend::kOps || (device.is_cuda() && !SD_TORCH_AT_LEAST(2, 0));
+    activations.attention_scores = attention_holds_scores();
     activations.query_slice = options.attention_slice;
     const bool guided = o.guidance_scale > 1.0;
-    std::vector<StageEstimate> stages;
-    stages.push_back({"the UNet", estimate_unet_peak_bytes(parts.unet->config, o.batch * (guided ? 2 : 1), h, w,
-                                                            dtype, activations)});
+    estimate.stages.push_back({"the UNet", estimate_unet_peak_bytes(parts.unet->config, images * (guided ? 2 : 1), h,
+                                                                     w, dtype, activations)});
     if (!parts.vae_tiny) {
       DecodeMemoryOptions decode_memory;
       decode_memory.attention_scores = activations.attention_scores || device.is_cuda();
       decode_memory.query_slice = options.attention_slice;
-      const std::vector<int64_t> latents{options.vae_slicing ? 1 : o.batch, info.latent_channels, h, w};
+      const std::vector<int64_t> latents{options.vae_slicing ? 1 : images, info.latent_channels, h, w};
       const VAEConfig& vae = parts.vae->config;
       auto vae_bytes = [&] {
         return tile(latents, false) ? estimate_tiled_decode_peak_bytes(vae, latents, dtype, decode_memory)
@@ -183,25 +187,35 @@ struct Pipeline::Impl {
       // The encoder mirrors the decoder: its estimate stands for the init image's encode too.
       // Previews without a TAESD of their own are the same decode, at the steps that ask for one.
       const bool vae_previews = o.preview_every > 0 && o.on_step && !parts.preview_tiny;
-      if (o.decode || vae_previews) stages.push_back({"the VAE decode", vae_bytes()});
-      if (o.init_image) stages.push_back({"the VAE encode", vae_bytes()});
+      if (o.decode || vae_previews) estimate.stages.push_back({"the VAE decode", vae_bytes()});
+      if (o.init_image) estimate.stages.push_back({"the VAE encode", vae_bytes()});
     }
-    const StageEstimate& largest =
-        *std::max_element(stages.begin(), stages.end(), [](const auto& a, const auto& b) { return a.bytes < b.bytes; });
-    if (largest.bytes <= limit) return;
+    const auto& largest = *std::max_element(estimate.stages.begin(), estimate.stages.end(),
+                                            [](const auto& a, const auto& b) { return a.bytes < b.bytes; });
+    estimate.peak_stage = largest.name;
+    estimate.peak_bytes = largest.bytes;
+    return estimate;
+  }
+
+  // LoadOptions::memory_limit: refuse a request whose largest stage cannot fit, before any of it
+  // is allocated.
+  void check_memory(const GenerateOptions& o, int64_t images, int width, int height) const {
+    if (options.memory_limit < 0) return;
+    const MemoryEstimate need = estimate(o, images, width, height);
+    const int64_t limit = need.limit_bytes;
+    if (limit <= 0 || need.peak_bytes <= limit) return;
     std::string lower = "a smaller width x height";
-    if (o.batch > 1) lower += ", a smaller batch";
-    if (largest.stage == "the UNet") {
-      if (activations.attention_scores && options.attention_slice == 0) lower += ", attention slicing (attention_slice)";
+    if (images > 1) lower += ", a smaller batch";
+    if (need.peak_stage == "the UNet") {
+      if (attention_holds_scores() && options.attention_slice == 0) lower += ", attention slicing (attention_slice)";
     } else {
       if (options.vae_tiling == VaeTiling::kOff) lower += ", VAE tiling (vae_tiling)";
-      if (o.batch > 1 && !options.vae_slicing) lower += ", VAE slicing (vae_slicing)";
+      if (images > 1 && !options.vae_slicing) lower += ", VAE slicing (vae_slicing)";
       lower += ", the tiny autoencoder (vae_tiny)";
     }
-    SD_FAIL("out of memory (estimated before running): a ", width, "x", height, " generation of batch ", o.batch,
-            " needs about ",
-            format_memory(static_cast<double>(largest.bytes)), " for ", largest.stage, ", more than ",
-            options.memory_limit > 0 ? "the memory limit of " : "the memory available, ",
+    SD_FAIL("out of memory (estimated before running): a ", width, "x", height, " generation of batch ", images,
+            " needs about ", format_memory(static_cast<double>(need.peak_bytes)), " for ", need.peak_stage,
+            ", more than ", options.memory_limit > 0 ? "the memory limit of " : "the memory available, ",
             format_memory(static_cast<double>(limit)),
             options.memory_limit > 0 ? " (memory_limit)" : " (memory_limit = -1 skips this check)",
             "; lower it with ", lower);
@@ -252,6 +266,7 @@ Pipeline Pipeline::load(const std::string& model, const LoadOptions& options) {
 }
 
 const ModelInfo& Pipeline::info() const { return impl_->parts.info; }
+
 c10::Device Pipeline::device() const { return impl_->device; }
 Precision Pipeline::precision() const { return impl_->options.precision; }
 bool Pipeline::autocast() const { return impl_->options.autocast; }
@@ -482,6 +497,12 @@ ResolvedRequest resolve_request(const GenerateOptions& o, const ModelInfo& info)
 
 }  // namespace
 
+MemoryEstimate Pipeline::estimate_memory(const GenerateOptions& options) const {
+  SD_CHECK(options.batch >= 1, "batch must be at least 1, got ", options.batch);
+  const ResolvedRequest request = resolve_request(options, impl_->parts.info);
+  return impl_->estimate(options, options.batch, request.width, request.height);
+}
+
 // A function-try-block: out-of-memory anywhere in a generation becomes one sd::Error line, after
 // every tensor of the failed call (and its execution settings) is released, so the pipeline serves
 // the next call as if this one had not happened.
@@ -506,12 +527,12 @@ GenerateResult Pipeline::Impl::run(Pipeline& self, const std::vector<BatchPrompt
            s.parts.scheduler_config.num_train_timesteps, " training steps (num_train_timesteps), got ", options.steps);
   SD_CHECK(options.clip_skip >= 0, "clip_skip must be 0 (last layer) or positive, got ", options.clip_skip);
   SD_CHECK(options.preview_every >= 0, "preview_every must be >= 0 (0: no previews), got ", options.preview_every);
-  s.check_memory(options, request.width, request.height);
+  const int64_t n = static_cast<int64_t>(items.size());
+  SD_CHECK(n >= 1, "no prompts given");
+  s.check_memory(options, n * options.batch, request.width, request.height);
   const int64_t f = info.vae_scale_factor;
   result.width = request.width;
   result.height = request.height;
-  const int64_t n = static_cast<int64_t>(items.size());
-  SD_CHECK(n >= 1, "no prompts given");
   SD_CHECK(n == 1 || (!options.initial_latents.defined() && !options.init_image),
            "several prompts at once: text-to-image only (no initial latents or init image)");
   const std::vector<int64_t> item_shape{options.batch, info.latent_channels, request.height / f, request.width / f};
