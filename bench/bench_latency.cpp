@@ -41,7 +41,9 @@ struct LatencyArgs {
   std::string init_image;
   std::string cuda_graphs = "on";  // --cuda-graphs: on, off or on,off (LoadOptions::cuda_graphs)
   std::string decoders = "vae";    // --decoder: comma list of vae, tiled, tiny
-  std::string stage = "generate";  // or "decode": the VAE decode alone, of random latents
+  // Or "denoise": generations that stop at the latents (no VAE decode); or "decode": the VAE decode
+  // alone, of random latents.
+  std::string stage = "generate";
 };
 
 // The init image of an image-to-image measurement: compute does not depend on its content, so a
@@ -156,6 +158,7 @@ Row decode_tflops(const sd_bench::DecoderSpec& decoder, const sd::ModelFlops& fl
 // The decode stage alone (--stage decode) as a row: the common columns, then the decoder's.
 Row decode_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, const sd_bench::DecoderSpec& decoder,
                const sd::Pipeline& pipe, int batch, const sd_bench::Measurement& m, const sd::ModelFlops& flops) {
+  const auto estimate = pipe.estimate_memory(sd_bench::make_generate_options(a.common, 1, batch));
   const auto decode = sd_bench::summarize(m.decode);
   Row row = sd_bench::configuration_row(a.common, precision, pipe, 0, batch);
   row["steps"] = nullptr;
@@ -174,6 +177,7 @@ Row decode_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, c
   row["rss_at_start_bytes"] = mem.start_rss ? Row(*mem.start_rss) : Row(nullptr);
   row["decode_rss_increase_bytes"] =
       mem.rss_window && mem.peak_rss && mem.start_rss ? Row(*mem.peak_rss - *mem.start_rss) : Row(nullptr);
+  sd_bench::add_estimate_columns(row, sd_bench::estimated_stage(estimate, "the VAE decode"), mem);
   row["vae_decode_gflop"] = decoder.label == "vae" ? Row(flops.vae_decode.total() / 1e9) : Row(nullptr);
   row["vae_decode_tflops"] = decode_tflops(decoder, flops, decode.median);
   return row;
@@ -190,7 +194,8 @@ at::Tensor decode_latents(const LatencyArgs& a, const sd::Pipeline& pipe, int ba
 
 // One measured configuration as a row: the common columns, then this tool's.
 Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, bool cuda_graphs,
-                const sd_bench::DecoderSpec& decoder, const sd::Pipeline& pipe, int steps, int batch, const sd_bench::Measurement& m, const sd::ModelFlops& flops,
+                const sd_bench::DecoderSpec& decoder, const sd::Pipeline& pipe, int steps, int batch,
+                const sd_bench::Measurement& m, const sd::MemoryEstimate& estimate, const sd::ModelFlops& flops,
                 const std::map<std::string, double>& peaks) {
   const auto lat = sd_bench::summarize(m.latency);
   const auto per_eval = sd_bench::summarize(m.unet);
@@ -203,7 +208,7 @@ Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, 
   row["strength"] = a.strength ? Row(*a.strength) : Row(nullptr);
   row["cuda_graphs"] = cuda_graphs;
   row["cuda_graph"] = m.cuda_graph;
-  row["stage"] = "generate";
+  row["stage"] = a.stage;  // generate, or denoise (no decode)
   row["warmup"] = a.warmup;
   row["repeats"] = a.repeats;
   row["load_s"] = pipe.info().load_s;
@@ -217,6 +222,7 @@ Row latency_row(const LatencyArgs& a, const sd_bench::PrecisionSpec& precision, 
   row["denoise_s"] = sd_bench::summarize(m.denoise).median;
   row["images_per_min"] = lat.median > 0 ? 60.0 * batch / lat.median : 0.0;
   sd_bench::add_memory_columns(row, m.memory, "configuration");
+  sd_bench::add_estimate_columns(row, sd_bench::estimated_stage(estimate), m.memory);
   row["unet_batch"] = flops.unet_batch;
   row["unet_gflop"] = flops.unet.total() / 1e9;
   row["unet_tflops"] = tflops;
@@ -264,6 +270,9 @@ int run(const LatencyArgs& a) {
   refuse_with_decode_stage(!a.profile.empty(), "--profile profiles whole generations");
   refuse_with_decode_stage(a.output.csv_format == "lambda",
                            "--csv-format lambda has the seed study's columns, of whole generations");
+  if (a.stage == "denoise" && (decoders.size() != 1 || decoders[0].label != "vae")) {
+    throw sd_bench::UsageError("--stage denoise decodes nothing: no --decoder");
+  }
   const bool image_to_image = a.strength.has_value();
   const sd::Image init_image = image_to_image ? bench_init_image(a) : sd::Image{};
   const std::string device = sd_bench::device_name(a.common.device);
@@ -312,13 +321,15 @@ int run(const LatencyArgs& a) {
             }
             for (int steps : step_counts) {
               auto gen = sd_bench::make_generate_options(a.common, steps, batch);
+              gen.decode = a.stage != "denoise";
               if (image_to_image) {
                 gen.init_image = init_image;
                 gen.strength = a.strength;
               }
               const std::string config = setting + " batch " + std::to_string(batch) + " steps " + std::to_string(steps);
+              const auto estimate = pipe.estimate_memory(gen);
               const auto m = sd_bench::measure_configuration(pipe, a.common.prompt, gen, a.warmup, a.repeats, progress, config);
-              Row row = latency_row(a, precision, graphs, decoder, pipe, steps, batch, m, flops, peaks);
+              Row row = latency_row(a, precision, graphs, decoder, pipe, steps, batch, m, estimate, flops, peaks);
               rows.push_back(row);
               if (!a.profile.empty()) {
                 progress(config + ": profiled run");
@@ -383,10 +394,11 @@ int main(int argc, char** argv) {
                  "tiles), tiny (TAESD from --vae-tiny)")
       ->capture_default_str();
   app.add_option("--stage", a.stage,
-                 "generate: whole generations; decode: the decode stage alone, of random latents of the size "
-                 "(no UNet steps: large sizes without the UNet's time)")
+                 "generate: whole generations; denoise: generations that stop at the latents (no VAE decode); "
+                 "decode: the decode stage alone, of random latents of the size (no UNet steps: large sizes "
+                 "without the UNet's time)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"generate", "decode"}));
+      ->check(CLI::IsMember({"generate", "denoise", "decode"}));
   app.add_flag("--flops-only", a.flops_only, "print the analytic FLOP counts and exit (loads no weights)");
   auto* strength = app.add_option("--strength", a.strength,
                                   "time image-to-image at this strength in [0, 1]: int(steps x strength) UNet steps "

@@ -90,11 +90,11 @@ class Runner {
     progress_(config + " (" + kind + ")");
     // With VAE slicing on the pipeline decodes one image at a time (LoadOptions::vae_slicing).
     const auto gen = sd_bench::make_generate_options(a_.common, a_.steps, batch);
-    const sd_bench::MemoryWindow window(pipe_);
+    sd_bench::MemoryWindow window(pipe_);
     sd_bench::Measurement m;
     std::string error;
     try {
-      m = sd_bench::measure_runs(pipe_, a_.common.prompt, gen, 0, a_.repeats, progress_, config);
+      m = sd_bench::measure_runs(pipe_, a_.common.prompt, gen, 0, a_.repeats, progress_, config, &window);
     } catch (const std::exception& e) {
       if (!sd_bench::is_out_of_memory(e)) throw;
       error = "out of memory: " + sd_bench::without_backtrace(e.what());
@@ -119,6 +119,7 @@ class Runner {
     row["latency_s"] = *ok ? Row(median) : Row(nullptr);
     row["images_per_min"] = *ok && median > 0 ? Row(60.0 * batch / median) : Row(nullptr);
     sd_bench::add_memory_columns(row, m.memory, "try");
+    sd_bench::add_estimate_columns(row, sd_bench::estimated_stage(pipe_.estimate_memory(gen)), m.memory);
     row["max_memory_bytes"] = a_.max_memory > 0 ? Row(a_.max_memory) : Row(nullptr);
     return row;
   }

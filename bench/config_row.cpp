@@ -41,4 +41,22 @@ void add_memory_columns(Row& row, const MemoryWindow::Reading& memory, const std
   row["reserved_after_run_bytes"] = d ? Row(d->reserved) : Row(nullptr);
 }
 
+void add_estimate_columns(Row& row, const sd::MemoryEstimate::Stage& estimated, const MemoryWindow::Reading& memory) {
+  row["estimated_stage"] = estimated.name;
+  row["estimated_peak_bytes"] = estimated.bytes;
+  const std::optional<int64_t> increase = memory.timed_increase;
+  row["measured_increase_bytes"] = optional_json(increase);
+  row["measured_over_estimate"] =
+      increase && estimated.bytes > 0 ? Row(static_cast<double>(*increase) / static_cast<double>(estimated.bytes))
+                                      : Row(nullptr);
+}
+
+sd::MemoryEstimate::Stage estimated_stage(const sd::MemoryEstimate& estimate, const std::string& name) {
+  if (name.empty()) return {estimate.peak_stage, estimate.peak_bytes};
+  for (const auto& stage : estimate.stages) {
+    if (stage.name == name) return stage;
+  }
+  return {name, 0};
+}
+
 }  // namespace sd_bench

@@ -22,6 +22,7 @@ struct CudaMemory {
   int64_t peak_allocated = 0;  // bytes held by tensors, peak since the last reset
   int64_t peak_reserved = 0;   // bytes the caching allocator held, peak since the last reset
   int64_t reserved = 0;        // bytes reserved now (what the seed study reported, after the run)
+  int64_t allocated = 0;       // bytes held by tensors now (before the timed runs: the weights, caches)
 };
 // nullopt in the fallback.
 std::optional<CudaMemory> cuda_memory(int index);

@@ -35,6 +35,7 @@ std::optional<CudaMemory> cuda_memory(int index) {
   memory.peak_allocated = stats.allocated_bytes[kAggregate].peak;
   memory.peak_reserved = stats.reserved_bytes[kAggregate].peak;
   memory.reserved = stats.reserved_bytes[kAggregate].current;
+  memory.allocated = stats.allocated_bytes[kAggregate].current;
   return memory;
 }
 

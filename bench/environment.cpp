@@ -4,6 +4,9 @@
 
 #include <fstream>
 #include <sstream>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "options.h"
 #include "sd/build_info.h"
@@ -61,6 +64,12 @@ std::optional<int64_t> status_kib(const char* key) {
 
 std::optional<int64_t> peak_rss_bytes() { return status_kib("VmHWM"); }
 std::optional<int64_t> current_rss_bytes() { return status_kib("VmRSS"); }
+
+void release_free_heap_pages() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 bool reset_peak_rss() {
   std::ofstream out("/proc/self/clear_refs");

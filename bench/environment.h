@@ -22,5 +22,9 @@ std::optional<int64_t> current_rss_bytes();    // VmRSS
 // Starts a new peak-RSS window (Linux: "5" > /proc/self/clear_refs). False if the kernel refuses:
 // then peak_rss_bytes() stays the peak of the whole process.
 bool reset_peak_rss();
+// Hands the heap's free pages back to the kernel (glibc malloc_trim; nothing elsewhere), so that the
+// RSS counts what is live: after a run, malloc keeps the pages of the tensors it freed, and the next
+// run reuses them without raising the RSS.
+void release_free_heap_pages();
 
 }  // namespace sd_bench

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "options.h"
@@ -20,6 +21,15 @@ MemoryWindow::MemoryWindow(const std::string& device) : device_(device) {
   start_rss_ = current_rss_bytes();
 }
 
+void MemoryWindow::begin_timed_runs() {
+  before_timed_ = read();
+  if (is_cuda_device(device_)) cuda_reset_peak_memory(cuda_index(device_));
+  release_free_heap_pages();  // else the timed runs reuse the warm-up's freed pages unseen
+  timed_rss_window_ = reset_peak_rss();
+  timed_start_rss_ = current_rss_bytes();
+  if (const auto memory = device_memory(device_)) timed_start_device_allocated_ = memory->allocated;
+}
+
 MemoryWindow::MemoryWindow(const sd::Pipeline& pipe)
     : MemoryWindow(pipe.device().is_cuda() ? pipe.device().str() : std::string("cpu")) {}
 
@@ -34,15 +44,29 @@ MemoryWindow::Reading MemoryWindow::read() const {
   reading.rss_window = rss_window_;
   reading.start_rss = start_rss_;
   reading.device = device_memory(device_);
+  if (!before_timed_) return reading;
+  // The timed runs' own increase, then the whole window's peaks: the larger of the two parts'.
+  if (reading.device && timed_start_device_allocated_) {
+    reading.timed_increase = reading.device->peak_allocated - *timed_start_device_allocated_;
+  } else if (!reading.device && timed_rss_window_ && reading.peak_rss && timed_start_rss_) {
+    reading.timed_increase = *reading.peak_rss - *timed_start_rss_;
+  }
+  const Reading& before = *before_timed_;
+  if (before.peak_rss && (!reading.peak_rss || *before.peak_rss > *reading.peak_rss)) reading.peak_rss = before.peak_rss;
+  if (before.device && reading.device) {
+    reading.device->peak_allocated = std::max(reading.device->peak_allocated, before.device->peak_allocated);
+    reading.device->peak_reserved = std::max(reading.device->peak_reserved, before.device->peak_reserved);
+  }
   return reading;
 }
 
 Measurement measure_runs(sd::Pipeline& pipe, const std::string& prompt, const sd::GenerateOptions& options, int warmup,
-                         int repeats, const Progress& progress, const std::string& label) {
+                         int repeats, const Progress& progress, const std::string& label, MemoryWindow* window) {
   for (int w = 0; w < warmup; ++w) {
     progress(label + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(warmup));
     pipe.generate(prompt, options);
   }
+  if (window) window->begin_timed_runs();
   Measurement m;
   m.cuda_graph = repeats > 0;
   for (int r = 0; r < repeats; ++r) {
@@ -64,11 +88,12 @@ Measurement measure_runs(sd::Pipeline& pipe, const std::string& prompt, const sd
 
 Measurement measure_decodes(sd::Pipeline& pipe, const at::Tensor& latents, int warmup, int repeats,
                             const Progress& progress, const std::string& label) {
-  const MemoryWindow window(pipe);
+  MemoryWindow window(pipe);
   for (int w = 0; w < warmup; ++w) {
     progress(label + ": warmup " + std::to_string(w + 1) + "/" + std::to_string(warmup));
     pipe.decode(latents);
   }
+  window.begin_timed_runs();
   Measurement m;
   for (int r = 0; r < repeats; ++r) {
     const auto start = std::chrono::steady_clock::now();
@@ -85,8 +110,8 @@ Measurement measure_decodes(sd::Pipeline& pipe, const at::Tensor& latents, int w
 
 Measurement measure_configuration(sd::Pipeline& pipe, const std::string& prompt, const sd::GenerateOptions& options,
                                   int warmup, int repeats, const Progress& progress, const std::string& label) {
-  const MemoryWindow window(pipe);
-  Measurement m = measure_runs(pipe, prompt, options, warmup, repeats, progress, label);
+  MemoryWindow window(pipe);
+  Measurement m = measure_runs(pipe, prompt, options, warmup, repeats, progress, label, &window);
   m.memory = window.read();
   return m;
 }

@@ -219,6 +219,11 @@ TEST_CASE("bench_latency writes matching CSV and JSON rows with the documented f
     CHECK(row["peak_device_allocated_bytes"].is_null());  // CPU
     CHECK(row["reserved_after_run_bytes"].is_null());
     CHECK(row["unet_tflops"].get<double>() > 0);
+    // The library's estimate of the largest stage, beside what the run added to the RSS.
+    CHECK((row["estimated_stage"] == "the UNet" || row["estimated_stage"] == "the VAE decode"));
+    CHECK(row["estimated_peak_bytes"].get<int64_t>() > 0);
+    REQUIRE(row.contains("measured_increase_bytes"));
+    CHECK(row["measured_over_estimate"].is_null() == row["measured_increase_bytes"].is_null());
   }
   CHECK(j[0]["fraction_of_peak"].get<double>() == Approx(j[0]["unet_tflops"].get<double>() / 2));
   CHECK(j[1]["fraction_of_peak"].is_null());  // no peak given for tf32
@@ -291,6 +296,24 @@ TEST_CASE("bench_latency measures each decoder, in whole generations and as the 
   CHECK(g[0]["decoder_class"] == "AutoencoderTiny");
   CHECK(g[0]["vae_decode_s"].get<double>() > 0);
   CHECK(g[0]["vae_decode_tflops"].is_null());
+  CHECK(g[0]["estimated_stage"] == "the UNet");  // TAESD's decode is not estimated: the UNet is the peak
+  // The decode stage's rows carry the VAE decode's estimate; TAESD's have none (0).
+  CHECK(j[0]["estimated_stage"] == "the VAE decode");
+  CHECK(j[0]["estimated_peak_bytes"].get<int64_t>() > 0);
+  CHECK(j[1]["estimated_peak_bytes"].get<int64_t>() > j[0]["estimated_peak_bytes"].get<int64_t>());  // batch 2
+  CHECK(j[4]["estimated_peak_bytes"] == 0);
+  CHECK(j[4]["measured_over_estimate"].is_null());
+
+  // Generations that stop at the latents: no decode, and the UNet's estimate.
+  const auto denoise = dir / "denoise.json";
+  REQUIRE_RUN_OK(run_tool(dir, base + "--steps 1 --stage denoise --json " + quoted(denoise.string())));
+  const json d = read_json(denoise);
+  REQUIRE(d.size() == 1);
+  CHECK(d[0]["stage"] == "denoise");
+  CHECK(d[0]["vae_decode_s"].get<double>() == 0);
+  CHECK(d[0]["unet_eval_s"]["median"].get<double>() > 0);
+  CHECK(d[0]["estimated_stage"] == "the UNet");
+  CHECK(run_tool(dir, base + "--stage denoise --decoder tiny").code == 2);
 
   // What the decode stage cannot combine with, and unknown decoders: usage errors.
   CHECK(run_tool(dir, base + "--stage decode --strength 0.5").code == 2);
