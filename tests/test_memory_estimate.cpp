@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include "golden.h"
+#include "models/configs.h"
+#include "pipeline/memory_estimate.h"
 #include "sd/error.h"
 #include "sd/pipeline.h"
 
@@ -89,10 +91,10 @@ TEST_CASE("estimate_memory scales with the batch, the guidance and the size", "[
   auto opt = estimate_request();
   const int64_t one = unet_bytes(opt);
   opt.batch = 3;
-  CHECK(unet_bytes(opt) == 3 * one);
+  CHECK(static_cast<double>(unet_bytes(opt)) == Approx(3.0 * static_cast<double>(one)));
   opt.batch = 1;
   opt.guidance_scale = 1.0;  // no guidance: half the UNet's batch
-  CHECK(unet_bytes(opt) * 2 == one);
+  CHECK(2.0 * static_cast<double>(unet_bytes(opt)) == Approx(static_cast<double>(one)));
   opt.guidance_scale = 7.5;
   opt.width = opt.height = 128;
   CHECK(unet_bytes(opt) >= 4 * one);  // four times the pixels, and more for attention's scores if held
@@ -129,4 +131,26 @@ TEST_CASE("generate_batch is estimated for all of its prompts, not one", "[unit]
     CHECK_THAT(e.what(), Catch::Contains("generation of batch 3"));
   }
   CHECK(batch_refused);
+}
+
+TEST_CASE("the UNet estimate of SD 1.5 at 512x512 is the hand count of its model", "[unit][memory]") {
+  sd::UNetConfig sd15;  // the defaults are SD 1.5's, less the heads, which its config file gives
+  sd15.num_heads = {8, 8, 8, 8};
+  // Per image, in elements: the skips (conv_in; two resnets per level; three downsamplers) ...
+  const int64_t skips = 320 * 4096 + 2 * 320 * 4096 + 320 * 1024 + 2 * 640 * 1024 + 640 * 256 + 2 * 1280 * 256 +
+                        1280 * 64 + 2 * 1280 * 64;
+  // ... and the widest working set, the first level's GEGLU feed-forward (~20 C), as the fused CPU
+  // attention holds no score matrix.
+  const int64_t working = 20 * 320 * 4096;
+  const int64_t tensors = (skips + working) * 4 * 2;  // fp32, the guided batch of 2
+  CHECK(sd::estimate_unet_peak_bytes(sd15, 2, 64, 64, torch::kFloat, {}) == tensors);
+  sd::ActivationMemoryOptions cpu;
+  cpu.overhead = sd::kCpuUNetOverhead;
+  CHECK(static_cast<double>(sd::estimate_unet_peak_bytes(sd15, 2, 64, 64, torch::kFloat, cpu)) ==
+        Approx(1.25 * static_cast<double>(tensors)));
+  // Materialized scores at the first level: 8 heads x 4096 x 4096, twice in fp32 and once in fp32.
+  sd::ActivationMemoryOptions scores;
+  scores.attention_scores = true;
+  const int64_t with_scores = (skips + 6 * 320 * 4096 + 8LL * 4096 * 4096 * 3) * 4 * 2;
+  CHECK(sd::estimate_unet_peak_bytes(sd15, 2, 64, 64, torch::kFloat, scores) == with_scores);
 }

@@ -15,9 +15,11 @@ namespace sd {
 //   skips: conv_in's output, each down resnet's output and each downsampler's output;
 //   resnet Cin -> Cout: input, norm, conv1, conv2 (2 Cin + 2 Cout), with Cin = 2 Cout on the up
 //   path (the skip concatenated);
-//   transformer block: the GEGLU feed-forward's 8 C projection, its halves' product and the
-//   residual (~14 C), or the attention's input, norm, q, k, v, output (6 C) plus the scores:
-//   heads x rows x HW in fp32 twice (scores, softmax) and once in the compute dtype.
+//   transformer block: at the GEGLU feed-forward, its 8 C projection, the GELU of one half and the
+//   product (4 C each), the norm it read, the block's input and the transformer's residual (~20 C),
+//   or the attention's input, norm, q, k, v, output (6 C) plus the scores: heads x rows x HW in fp32
+//   twice (scores, softmax) and once in the compute dtype;
+//   all of it times options.overhead.
 int64_t estimate_unet_peak_bytes(const UNetConfig& config, int64_t unet_batch, int64_t h, int64_t w,
                                  c10::ScalarType dtype, const ActivationMemoryOptions& options) {
   const auto& ch = config.block_out_channels;
@@ -38,7 +40,7 @@ int64_t estimate_unet_peak_bytes(const UNetConfig& config, int64_t unet_batch, i
         const double rows = options.query_slice > 0 ? std::min(static_cast<double>(options.query_slice), area) : area;
         scores = static_cast<double>(config.num_heads[i]) * rows * area * (8 + elem) / elem;
       }
-      working = std::max({working, 14 * c * area, 6 * c * area + scores});
+      working = std::max({working, 20 * c * area, 6 * c * area + scores});
     }
     if (i + 1 < n) {
       area = static_cast<double>((h + 1) / 2) * static_cast<double>((w + 1) / 2);
@@ -47,7 +49,7 @@ int64_t estimate_unet_peak_bytes(const UNetConfig& config, int64_t unet_batch, i
       skips += c * area;
     }
   }
-  const double bytes = (skips + working) * elem * static_cast<double>(unet_batch);
+  const double bytes = (skips + working) * elem * static_cast<double>(unet_batch) * options.overhead;
   return bytes >= 9.0e18 ? INT64_MAX : static_cast<int64_t>(bytes);
 }
 

@@ -171,6 +171,7 @@ struct Pipeline::Impl {
     ActivationMemoryOptions activations;
     activations.attention_scores = attention_holds_scores();
     activations.query_slice = options.attention_slice;
+    if (device.is_cpu()) activations.overhead = kCpuUNetOverhead;  // not measured on CUDA yet
     const bool guided = o.guidance_scale > 1.0;
     estimate.stages.push_back({"the UNet", estimate_unet_peak_bytes(parts.unet->config, images * (guided ? 2 : 1), h,
                                                                      w, dtype, activations)});
