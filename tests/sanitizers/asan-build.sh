@@ -7,5 +7,5 @@ cd "$(dirname "$0")/../.."
 dir=${1:-build-asan}
 cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only -DNDEBUG" \
-      -DLIBSD_SANITIZE=ON -DLIBSD_FUZZ=ON -DLIBSD_BUILD_TOOLS=OFF -DLIBSD_BUILD_BENCH=OFF ${CMAKE_EXTRA_ARGS:-}
+      -DLIBSD_SANITIZE=ON -DLIBSD_FUZZ=ON -DLIBSD_BUILD_TOOLS=OFF -DLIBSD_BUILD_BENCH=OFF -DLIBSD_UNITY_BUILD=ON ${CMAKE_EXTRA_ARGS:-}
 cmake --build "$dir" -j"$(nproc)" --target sd_tests libsd_fuzzers

@@ -9,6 +9,6 @@ cd "$(dirname "$0")/../.."
 dir=${1:-build-tsan}
 cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only -DNDEBUG" \
-      -DLIBSD_SANITIZE_THREAD=ON -DLIBSD_BUILD_TOOLS=OFF -DLIBSD_BUILD_BENCH=OFF ${CMAKE_EXTRA_ARGS:-}
+      -DLIBSD_SANITIZE_THREAD=ON -DLIBSD_BUILD_TOOLS=OFF -DLIBSD_BUILD_BENCH=OFF -DLIBSD_UNITY_BUILD=ON ${CMAKE_EXTRA_ARGS:-}
 cmake --build "$dir" -j"$(nproc)" --target sd_tsan_tests
 ctest --test-dir "$dir" -L tsan --output-on-failure --no-tests=error
