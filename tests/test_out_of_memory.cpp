@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
 #include <new>
 #include <string>
 
@@ -122,22 +123,36 @@ TEST_CASE("predict_noise and decode out of memory: sd::OutOfMemoryError, and the
   const auto noise = pipe.predict_noise(small, t, prompt, 7.5);
   const auto image = pipe.decode(small);
   const auto large = torch::zeros({1, 4, 1024, 1024});  // 16 MiB of latents; far more for the stages
-  std::string unet_error = "no error", decode_error = "no error";
+  // Which allocation fails first under the cap varies from run to run. Rarely (once in CI, LibTorch
+  // 2.11, not reproduced in 39 runs since) it is oneDNN's own, inside a primitive's creation: its
+  // error says only "could not create a primitive", not why, so libsd cannot tell it from other
+  // oneDNN failures and passes it on. That run warns and checks the rest; any other error fails.
+  const std::string onednn_failure = "not an sd::OutOfMemoryError: could not create a primitive";
+  auto stage_error = [](const std::function<void()>& call) -> std::string {
+    try {
+      call();
+    } catch (const sd::OutOfMemoryError& e) {
+      return e.what();
+    } catch (const std::exception& e) {
+      return std::string("not an sd::OutOfMemoryError: ") + e.what();
+    }
+    return "no error";
+  };
+  std::string unet_error, decode_error;
   {
     sd_test::AddressSpaceLimit limit(64 << 20);
-    try {
-      pipe.predict_noise(large, t, prompt, 7.5);
-    } catch (const sd::OutOfMemoryError& e) {
-      unet_error = e.what();
-    }
-    try {
-      pipe.decode(large);
-    } catch (const sd::OutOfMemoryError& e) {
-      decode_error = e.what();
-    }
+    unet_error = stage_error([&] { pipe.predict_noise(large, t, prompt, 7.5); });
+    decode_error = stage_error([&] { pipe.decode(large); });
   }
-  CHECK_THAT(unet_error, Catch::StartsWith("out of memory on cpu in predict_noise on latents [1, 4, 1024, 1024]: asked "));
-  CHECK_THAT(decode_error, Catch::StartsWith("out of memory on cpu decoding latents [1, 4, 1024, 1024]: asked "));
+  auto check_error = [&](const std::string& error, const std::string& expected_start) {
+    if (error == onednn_failure) {
+      WARN("oneDNN ran out first (" << error << "): the wrapping was not exercised in this run");
+      return;
+    }
+    CHECK_THAT(error, Catch::StartsWith(expected_start));
+  };
+  check_error(unet_error, "out of memory on cpu in predict_noise on latents [1, 4, 1024, 1024]: asked ");
+  check_error(decode_error, "out of memory on cpu decoding latents [1, 4, 1024, 1024]: asked ");
   CHECK(torch::equal(pipe.predict_noise(small, t, prompt, 7.5), noise));
   CHECK(torch::equal(pipe.decode(small), image));
 }
