@@ -26,8 +26,9 @@ void add_memory_columns(Row& row, const MemoryWindow::Reading& memory, const std
 // timed runs took above what was held when they began (MemoryWindow::begin_timed_runs; CUDA:
 // allocated bytes, CPU: RSS): estimated_stage, estimated_peak_bytes, measured_increase_bytes (null
 // where not measured) and measured_over_estimate. With --warmup 0 the timed runs include the first
-// run's one-time allocations (prepacked weights). On the CPU the increase reads low after a larger
-// configuration in the same process: malloc reuses the pages it kept.
+// run's one-time allocations (prepacked weights). Pages the allocator still holds after the trim
+// (fragments in use) can make a later, smaller configuration read a little low: one per process
+// is the calibration's method (docs/reliability.md).
 void add_estimate_columns(Row& row, const sd::MemoryEstimate::Stage& estimated, const MemoryWindow::Reading& memory);
 // The stage called `name` of an estimate ("the VAE decode"), or the peak stage when `name` is empty.
 sd::MemoryEstimate::Stage estimated_stage(const sd::MemoryEstimate& estimate, const std::string& name = "");
